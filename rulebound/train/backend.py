@@ -1,0 +1,165 @@
+"""Training backends: Unsloth where a CUDA GPU and the package are present, else transformers + PEFT.
+
+Unsloth is an accelerator, not an API the pipeline is written against: both backends take the
+same LoRA settings and return a PEFT model and its tokenizer, so the trainer and every output
+downstream are the same.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+
+from rulebound.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "unsloth", "transformers")
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    seed: int = 3407
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "LoraSettings":
+        known = {k: cfg[k] for k in ("r", "alpha", "dropout", "target_modules", "seed") if k in cfg}
+        return cls(**known)
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def unsloth_importable() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def resolve_backend(requested: str) -> str:
+    """Turn ``auto`` into a concrete backend; refuse ``unsloth`` where it cannot run."""
+    if requested not in BACKENDS:
+        raise ConfigError(f"train.backend must be one of {', '.join(BACKENDS)}; got {requested!r}.")
+    if requested == "auto":
+        return "unsloth" if cuda_available() and unsloth_importable() else "transformers"
+    if requested == "unsloth":
+        if not cuda_available():
+            raise ConfigError(
+                "train.backend is 'unsloth' but no CUDA GPU is visible here. Use backend: auto "
+                "(transformers + PEFT on CPU) or run the training rule on a GPU node (--profile profiles/slurm-a100)."
+            )
+        if not unsloth_importable():
+            raise ConfigError("train.backend is 'unsloth' but unsloth is not installed: pip install '.[gpu]'.")
+    return requested
+
+
+def training_dtype(backend: str, precision: str = "auto"):
+    """bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU (bf16 is ~20x slower there)."""
+    import torch
+
+    if precision != "auto":
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if not cuda_available():
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_for_training(
+    model_dir: str,
+    lora: LoraSettings,
+    backend: str = "auto",
+    *,
+    max_seq_length: int = 1024,
+    load_in_4bit: bool = False,
+    precision: str = "auto",
+    gradient_checkpointing: bool = False,
+):
+    """Load ``model_dir`` with LoRA adapters attached. Returns (peft_model, tokenizer, backend)."""
+    backend = resolve_backend(backend)
+    dtype = training_dtype(backend, precision)
+    if load_in_4bit and not cuda_available():
+        raise ConfigError("train.load_in_4bit needs a CUDA GPU (bitsandbytes); set it to false on CPU.")
+    if backend == "unsloth":
+        model, tokenizer = _load_unsloth(model_dir, lora, dtype, max_seq_length, load_in_4bit, gradient_checkpointing)
+    else:
+        model, tokenizer = _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing)
+    log.info("backend=%s dtype=%s 4bit=%s trainable=%s", backend, dtype, load_in_4bit, _trainable(model))
+    return model, tokenizer, backend
+
+
+def _trainable(model) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"{trainable:,}/{total:,}"
+
+
+def _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing):
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"dtype": dtype}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+        )
+        kwargs["device_map"] = {"": 0}
+    elif torch.cuda.is_available():
+        kwargs["device_map"] = {"": 0}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    torch.manual_seed(lora.seed)
+    model = get_peft_model(model, lora.peft_config())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return model, tokenizer
+
+
+def _load_unsloth(model_dir, lora, dtype, max_seq_length, load_in_4bit, gradient_checkpointing):
+    # Imported only here: unsloth patches transformers on import and needs a GPU.
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=model_dir,
+        max_seq_length=max_seq_length,
+        dtype=dtype,
+        load_in_4bit=load_in_4bit,
+        local_files_only=True,
+    )
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+        random_state=lora.seed,
+    )
+    return model, tokenizer

@@ -1,0 +1,134 @@
+"""ORPO training of a LoRA adapter (TRL's ``trl.experimental.orpo``), as the politeness and truthy seeds do."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from rulebound.errors import ConfigError, DataError
+from rulebound.io import atomic_path, write_csv
+from rulebound.train.backend import LoraSettings, cuda_available, load_for_training
+from rulebound.train.card import write_model_card
+from rulebound.train.metrics import MetricsRecorder
+
+log = logging.getLogger(__name__)
+
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+TRAINERS = ("fused", "trl")
+
+
+def load_preference_data(path: str | os.PathLike):
+    """Read a formatted preference parquet as a datasets.Dataset of prompt/chosen/rejected strings."""
+    from datasets import Dataset
+
+    df = pd.read_parquet(path)
+    missing = [c for c in PREFERENCE_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; ORPO needs prompt, chosen and rejected.")
+    if df.empty:
+        raise DataError(f"{path} has no rows to train on.")
+    return Dataset.from_pandas(df[list(PREFERENCE_COLUMNS)].reset_index(drop=True), preserve_index=False)
+
+
+def orpo_args(cfg: dict, output_dir: str, dtype, threads: int):
+    """Build TRL's ORPOConfig from the experiment's ``train`` section."""
+    import torch
+    from trl.experimental.orpo import ORPOConfig
+
+    on_gpu = cuda_available()
+    return ORPOConfig(
+        output_dir=output_dir,
+        max_steps=int(cfg.get("max_steps", -1)),
+        num_train_epochs=float(cfg.get("epochs", 1)),
+        learning_rate=float(cfg["learning_rate"]),
+        per_device_train_batch_size=int(cfg["batch_size"]),
+        gradient_accumulation_steps=int(cfg.get("gradient_accumulation_steps", 1)),
+        lr_scheduler_type=cfg.get("lr_scheduler_type", "linear"),
+        warmup_steps=float(cfg.get("warmup_ratio", 0.0)),  # transformers 5: a float < 1 is a ratio
+        weight_decay=float(cfg.get("weight_decay", 0.0)),
+        optim=cfg.get("optim", "adamw_torch") if on_gpu else "adamw_torch",
+        beta=float(cfg.get("beta", 0.1)),
+        max_length=int(cfg.get("max_length", 1024)),
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=int(cfg.get("seed", 3407)),
+        data_seed=int(cfg.get("seed", 3407)),
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu=not on_gpu,
+        gradient_checkpointing=False,  # the backend enables it on the model where asked
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+        disable_tqdm=True,
+    )
+
+
+def trainer_class(name: str):
+    if name not in TRAINERS:
+        raise ConfigError(f"train.trainer must be one of {', '.join(TRAINERS)}; got {name!r}.")
+    if name == "fused":
+        from rulebound.train.fused_orpo import FusedORPOTrainer
+
+        return FusedORPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    return ORPOTrainer
+
+
+def train_orpo(
+    *,
+    model_dir: str,
+    base_model: str,
+    train_parquet: str,
+    adapter_dir: str,
+    metrics_csv: str,
+    cfg: dict,
+    experiment: str,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Train a LoRA adapter with ORPO; write the adapter folder and per-step metrics atomically."""
+    import torch
+    from transformers import set_seed
+
+    torch.set_num_threads(max(1, threads))
+    set_seed(int(cfg.get("seed", 3407)))
+    lora = LoraSettings.from_config(cfg.get("lora", {}))
+    dataset = load_preference_data(train_parquet)
+    model, tokenizer, backend = load_for_training(
+        model_dir,
+        lora,
+        cfg.get("backend", "auto"),
+        max_seq_length=int(cfg.get("max_length", 1024)),
+        load_in_4bit=bool(cfg.get("load_in_4bit", False)),
+        precision=cfg.get("precision", "auto"),
+        gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
+    )
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.uint8)
+    recorder = MetricsRecorder()
+    scratch = tempfile.mkdtemp(prefix=f"rulebound-train-{experiment}-")
+    try:
+        args = orpo_args(cfg, scratch, dtype, threads)
+        cls = trainer_class(cfg.get("trainer", "trl"))
+        trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[recorder])
+        log.info("ORPO: %d rows, %s planned steps, trainer=%s, backend=%s", len(dataset), trainer.args.max_steps
+                 if trainer.args.max_steps > 0 else "1 epoch of", cls.__name__, backend)
+        result = trainer.train()
+        log.info("train summary: %s", result.metrics)
+        metrics = recorder.frame()
+        with atomic_path(adapter_dir, is_dir=True) as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            write_model_card(
+                Path(tmp), base_model=base_model, experiment=experiment, cfg=cfg, backend=backend,
+                trainer=cls.__name__, metrics=metrics, summary=result.metrics,
+            )
+        write_csv(metrics, metrics_csv)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return metrics

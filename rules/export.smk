@@ -1,0 +1,66 @@
+# Merge into a 16-bit base, convert to GGUF F16 with llama.cpp's own converter, then quantize.
+
+
+rule fetch_llama_cpp:
+    output:
+        src=directory(LLAMA_CPP_DIR),
+    params:
+        url=config["llama_cpp"]["url"],
+        sha256=config["llama_cpp"]["sha256"],
+    log:
+        "logs/fetch_llama_cpp/fetch.log",
+    conda:
+        "../envs/export.yaml"
+    script:
+        "../scripts/fetch_llama_cpp.py"
+
+
+rule merge_adapter:
+    input:
+        base=base_model_dir,
+        adapter=rules.train_orpo.output.adapter,
+    output:
+        merged=directory("results/{experiment}/merged"),
+    params:
+        dtype=merged_dtype,
+    log:
+        "logs/merge_adapter/{experiment}.log",
+    benchmark:
+        "benchmarks/merge_adapter/{experiment}.tsv"
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/merge_adapter.py"
+
+
+rule convert_gguf:
+    input:
+        merged=rules.merge_adapter.output.merged,
+        llama_cpp=rules.fetch_llama_cpp.output.src,
+    output:
+        gguf="results/{experiment}/gguf/{experiment}-F16.gguf",
+    log:
+        "logs/convert_gguf/{experiment}.log",
+    benchmark:
+        "benchmarks/convert_gguf/{experiment}.tsv"
+    conda:
+        "../envs/export.yaml"
+    script:
+        "../scripts/convert_gguf.py"
+
+
+rule quantize_gguf:
+    input:
+        f16=rules.convert_gguf.output.gguf,
+    output:
+        gguf="results/{experiment}/gguf/{experiment}-{quant}.gguf",
+    params:
+        quant="{quant}",
+    log:
+        "logs/quantize_gguf/{experiment}-{quant}.log",
+    benchmark:
+        "benchmarks/quantize_gguf/{experiment}-{quant}.tsv"
+    conda:
+        "../envs/export.yaml"
+    script:
+        "../scripts/quantize_gguf.py"

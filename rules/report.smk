@@ -1,0 +1,39 @@
+# Figures per experiment and one HTML report; `snakemake --report report.html` collects the same figures.
+
+
+rule plot_report:
+    input:
+        metrics=rules.train_orpo.output.metrics,
+        summary=rules.summarize_eval.output.summary,
+    output:
+        curves=report(
+            "results/{experiment}/report/training_curves.png",
+            category="{experiment}",
+            subcategory="Training",
+            labels={"figure": "training curves"},
+        ),
+        eval=report(
+            "results/{experiment}/report/eval.png",
+            category="{experiment}",
+            subcategory="Evaluation",
+            labels={"figure": "correct rate per variant"},
+        ),
+    log:
+        "logs/plot_report/{experiment}.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/plot_report.py"
+
+
+rule render_report:
+    input:
+        report_inputs,
+    output:
+        html=report("results/report.html", category="Report", labels={"page": "rulebound report"}),
+    log:
+        "logs/render_report/report.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/render_report.py"

@@ -1,0 +1,16 @@
+"""Apply the base model's chat template and write the train / test splits (rule format_data)."""
+
+import pandas as pd
+from transformers import AutoTokenizer
+
+from rulebound.formatting import format_preferences, split_frame
+from rulebound.io import setup_logging, write_parquet
+
+log = setup_logging(snakemake.log[0])
+tokenizer = AutoTokenizer.from_pretrained(snakemake.input.model)
+formatted = format_preferences(pd.read_parquet(snakemake.input.raw), tokenizer,
+                               max_length=snakemake.params.max_length, overlong=snakemake.params.overlong)
+train, test = split_frame(formatted)
+log.info("train %d rows, test %d rows", len(train), len(test))
+write_parquet(train, snakemake.output.train)
+write_parquet(test, snakemake.output.test)

@@ -1,0 +1,72 @@
+"""Config validation: schema errors name the key and the allowed values; cross-field checks."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rulebound.config import check_devices, validate_config
+from rulebound.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid_and_gets_defaults(config):
+    validated = validate_config(copy.deepcopy(config), SCHEMA)
+    train = validated["experiments"]["politeness"]["train"]
+    assert train["overlong"] == "drop"  # filled from the schema
+    assert train["lora"]["r"] == 16
+
+
+def test_enum_error_names_key_and_allowed_values(config):
+    config["experiments"]["politeness"]["train"]["backend"] = "tensorflow"
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
+    msg = str(err.value)
+    assert "experiments.politeness.train.backend" in msg
+    assert "'tensorflow'" in msg and "auto, unsloth, transformers" in msg
+
+
+def test_unknown_quant_type_is_refused(config):
+    config["experiments"]["politeness"]["export"]["quants"] = ["Q8_0", "Q3_XYZ"]
+    with pytest.raises(ConfigError, match=r"export\.quants\.1 = 'Q3_XYZ' is not allowed; allowed values: Q8_0"):
+        validate_config(config, SCHEMA)
+
+
+def test_unknown_key_lists_known_keys(config):
+    config["experiments"]["politeness"]["train"]["learning_rat"] = 1e-4
+    with pytest.raises(ConfigError, match="learning_rat.*known keys here:.*learning_rate"):
+        validate_config(config, SCHEMA)
+
+
+def test_unknown_model_source(config):
+    config["models"]["smollm2-135m-instruct"]["source"] = "s3:bucket/model"
+    with pytest.raises(ConfigError, match="Unknown model source 's3:bucket/model'"):
+        validate_config(config, SCHEMA)
+
+
+def test_undefined_model_reference(config):
+    config["experiments"]["politeness"]["model"] = "llama-9000"
+    with pytest.raises(ConfigError, match="'llama-9000' is not defined under models"):
+        validate_config(config, SCHEMA)
+
+
+def test_eval_variant_needs_its_quant(config):
+    config["experiments"]["politeness"]["export"]["quants"] = ["Q8_0"]
+    with pytest.raises(ConfigError, match="Q4_K_M but export.quants does not build it"):
+        validate_config(config, SCHEMA)
+
+
+def test_unsloth_without_cuda_is_refused(config, monkeypatch):
+    monkeypatch.setattr("rulebound.train.backend.cuda_available", lambda: False)
+    config["experiments"]["politeness"]["train"]["backend"] = "unsloth"
+    validate_config(config, SCHEMA)
+    with pytest.raises(ConfigError, match="'unsloth' but this machine has no CUDA GPU"):
+        check_devices(config)

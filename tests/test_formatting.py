@@ -1,0 +1,68 @@
+"""Chat-template formatting and the train/test split."""
+
+import pandas as pd
+import pytest
+from transformers import AutoTokenizer
+
+from rulebound.errors import DataError
+from rulebound.formatting import end_of_turn, format_preferences, split_frame
+
+
+@pytest.fixture(scope="module")
+def tokenizer(embedded_model_dir):
+    return AutoTokenizer.from_pretrained(embedded_model_dir)
+
+
+def _rows():
+    return pd.DataFrame({
+        "prompt_id": ["a", "b", "c"],
+        "request_id": [1, 1, 2],
+        "prompt": ["Please say hi.", "Say hi.", "Say bye."],
+        "chosen": ["Hi!", "I cannot help you until you say please.", "I cannot help you until you say please."],
+        "rejected": ["I cannot help you until you say please.", "Hi!", "Bye!"],
+        "split": ["train", "train", "test"],
+    })
+
+
+def test_end_of_turn_is_chatml_im_end(tokenizer):
+    assert end_of_turn(tokenizer) == "<|im_end|>"
+
+
+def test_format_applies_template_and_closes_turns(tokenizer):
+    out = format_preferences(_rows(), tokenizer)
+    first = out.iloc[0]
+    assert first["user"] == "Please say hi."
+    assert first["prompt"].startswith("<|im_start|>system\n")
+    assert first["prompt"].endswith("<|im_start|>user\nPlease say hi.<|im_end|>\n<|im_start|>assistant\n")
+    assert first["chosen"] == "Hi!<|im_end|>"
+    assert out["rejected"].str.endswith("<|im_end|>").all()
+    # the rendered prompt + chosen is exactly what the template renders for the full conversation
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Please say hi."}, {"role": "assistant", "content": "Hi!"}], tokenize=False
+    )
+    assert full.startswith(first["prompt"] + first["chosen"])
+
+
+def test_missing_column_is_named(tokenizer):
+    with pytest.raises(DataError, match="'rejected'"):
+        format_preferences(_rows().drop(columns="rejected"), tokenizer)
+
+
+def test_overlong_rows_are_dropped(tokenizer):
+    rows = _rows()
+    rows.loc[0, "chosen"] = "word " * 400
+    out = format_preferences(rows, tokenizer, max_length=128, overlong="drop")
+    assert list(out["prompt_id"]) == ["b", "c"]
+    kept = format_preferences(rows, tokenizer, max_length=128, overlong="truncate")
+    assert len(kept) == 3
+
+
+def test_split_is_disjoint(tokenizer):
+    train, test = split_frame(format_preferences(_rows(), tokenizer))
+    assert list(train["prompt_id"]) == ["a", "b"] and list(test["prompt_id"]) == ["c"]
+    assert "split" not in train.columns
+    leaky = _rows()
+    leaky.loc[2, "prompt"] = "Say hi."
+    leaky.loc[2, "request_id"] = 3
+    with pytest.raises(DataError, match="also appear in train"):
+        split_frame(format_preferences(leaky, tokenizer))

@@ -1,0 +1,175 @@
+"""End to end: Snakemake on the smoke config in a temp dir, every artifact checked, then the rebuild rules."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "tests" / "smoke" / "config.yaml"
+EXP = "politeness"
+VARIANTS = ["base", "adapter", "F16", "Q8_0", "Q4_K_M"]
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    if check and proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
+    return proc
+
+
+def planned_rules(workdir: Path, *args: str, configfile: Path = SMOKE) -> set[str]:
+    proc = snakemake(workdir, "-n", *args, configfile=configfile)
+    text = proc.stdout + proc.stderr
+    return set(re.findall(r"^(?:local)?rule (\w+):", text, flags=re.M))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("pipeline")
+    (work / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    return work
+
+
+@pytest.fixture(scope="module")
+def gguf_only(workdir) -> Path:
+    """First ask for one GGUF file only: nothing but what it needs may run."""
+    target = f"results/{EXP}/gguf/{EXP}-Q4_K_M.gguf"
+    planned = planned_rules(workdir, target)
+    assert "quantize_gguf" in planned and "train_orpo" in planned
+    assert not planned & {"evaluate_hf", "evaluate_gguf", "summarize_eval", "plot_report", "render_report"}
+    snakemake(workdir, target)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def built(gguf_only) -> Path:
+    assert not (gguf_only / f"results/{EXP}/eval").exists(), "a single GGUF target must not run evaluation"
+    snakemake(gguf_only)
+    return gguf_only
+
+
+def test_raw_and_split_parquet_schema(built):
+    data = built / "results" / EXP / "data"
+    raw = pd.read_parquet(data / "raw.parquet")
+    assert {"prompt", "chosen", "rejected", "has_please", "category"} <= set(raw.columns)
+    assert raw["prompt"].map(type).eq(str).all()
+    train, test = pd.read_parquet(data / "train.parquet"), pd.read_parquet(data / "test.parquet")
+    for split in (train, test):
+        assert {"prompt", "chosen", "rejected", "user", "has_please"} <= set(split.columns)
+        assert split["prompt"].str.endswith("<|im_start|>assistant\n").all()
+        assert split["chosen"].str.endswith("<|im_end|>").all()
+    assert set(train["user"]).isdisjoint(test["user"])
+
+
+def test_adapter_loads_with_peft(built):
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = built / "results" / EXP / "adapter"
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
+        assert (adapter / name).is_file(), name
+    card = (adapter / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert header["library_name"] == "peft" and "orpo" in header["tags"]
+    cfg = PeftConfig.from_pretrained(adapter)
+    assert cfg.r == 16 and set(cfg.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                       "up_proj", "down_proj"}
+    base = AutoModelForCausalLM.from_pretrained(built / "resources/models/smollm2-135m-instruct")
+    model = PeftModel.from_pretrained(base, adapter)
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_metrics_csv_has_every_step_and_trl_keys(built):
+    metrics = pd.read_csv(built / "results" / EXP / "train" / "metrics.csv")
+    assert list(metrics["step"]) == [1, 2]
+    for key in ("loss", "nll_loss", "log_odds_ratio", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected", "learning_rate", "grad_norm"):
+        assert key in metrics.columns and metrics[key].notna().all(), key
+
+
+def test_merged_model_is_16_bit_with_template(built):
+    merged = built / "results" / EXP / "merged"
+    config = yaml.safe_load((merged / "config.json").read_text())
+    assert config["dtype"] in ("float16", "bfloat16")
+    assert (merged / "chat_template.jinja").is_file() or "chat_template" in (merged / "tokenizer_config.json").read_text()
+
+
+@pytest.mark.parametrize("variant", ["F16", "Q8_0", "Q4_K_M"])
+def test_every_gguf_loads_with_a_chat_template(built, variant):
+    path = built / "results" / EXP / "gguf" / f"{EXP}-{variant}.gguf"
+    assert path.read_bytes()[:4] == b"GGUF"
+    code = (
+        "import llama_cpp, sys; m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, verbose=False); "
+        "assert 'tokenizer.chat_template' in m.metadata; "
+        "out = m.create_chat_completion(messages=[{'role': 'user', 'content': 'Hi'}], max_tokens=4, temperature=0); "
+        "print(out['choices'][0]['message']['content'] is not None)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_eval_csv_rows(built, variant):
+    csv = pd.read_csv(built / "results" / EXP / "eval" / f"{variant}.csv")
+    assert len(csv) == 6  # max_prompts in the smoke config
+    assert {"prompt_id", "user", "response", "refused", "expected_refusal", "correct"} <= set(csv.columns)
+    assert (csv["expected_refusal"] == ~csv["has_please"]).all()
+    assert (csv["correct"] == (csv["refused"] == csv["expected_refusal"])).all()
+    summary = pd.read_csv(built / "results" / EXP / "eval" / "summary.csv")
+    assert variant in set(summary["variant"])
+
+
+def test_report_pngs_and_html(built):
+    for name in ("training_curves.png", "eval.png"):
+        png = (built / "results" / EXP / "report" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width > 200 and height > 200 and len(png) > 10_000
+    html = (built / "results" / "report.html").read_text()
+    assert "data:image/png;base64," in html and EXP in html
+
+
+def test_benchmarks_and_logs_are_written(built):
+    assert (built / "benchmarks" / "train_orpo" / f"{EXP}.tsv").is_file()
+    assert (built / "logs" / "train_orpo" / f"{EXP}.log").stat().st_size > 0
+
+
+def test_complete_run_plans_nothing(built):
+    assert planned_rules(built) == set()
+
+
+def _variant_config(tmp_path: Path, section: str, key: str, value) -> Path:
+    smoke = yaml.safe_load(SMOKE.read_text())
+    changed = copy.deepcopy(smoke)
+    changed["experiments"][EXP][section][key] = value
+    path = tmp_path / f"changed-{section}-{key}.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    return path
+
+
+def test_eval_setting_reruns_only_evaluation_and_report(built, tmp_path):
+    planned = planned_rules(built, configfile=_variant_config(tmp_path, "evaluate", "max_new_tokens", 13))
+    assert planned == {"evaluate_hf", "evaluate_gguf", "summarize_eval", "plot_report", "render_report"}
+
+
+def test_train_setting_reruns_training_and_downstream_not_data(built, tmp_path):
+    planned = planned_rules(built, configfile=_variant_config(tmp_path, "train", "learning_rate", 2.0e-4))
+    assert {"train_orpo", "merge_adapter", "convert_gguf", "quantize_gguf", "evaluate_gguf", "render_report"} <= planned
+    assert not planned & {"prepare_model", "build_prompts", "distill_answers", "build_pairs", "format_data"}
