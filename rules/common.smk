@@ -5,14 +5,18 @@ import sys
 # The rulebound package sits next to the Snakefile: importable here and in every script job,
 # also inside --sdm conda environments, without installing it.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
+)
 
 from rulebound.config import GGUF_VARIANTS, HF_VARIANTS, check_devices, validate_config
 from rulebound.errors import RuleboundError
 
 try:
     validate_config(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
-    if os.environ.get("RULEBOUND_SKIP_DEVICE_CHECK") != "1":
+    # GPU-only settings fail here, before any job, when jobs would run on this very machine;
+    # dry runs and cluster submissions (jobs on GPU nodes) are left to plan.
+    if workflow.local_exec and not workflow.dryrun and not workflow.remote_exec:
         check_devices(config)
 except RuleboundError as exc:
     raise WorkflowError(str(exc)) from None
@@ -30,6 +34,10 @@ wildcard_constraints:
 
 def exp_config(wildcards):
     return config["experiments"][wildcards.experiment]
+
+
+def model_source_for(wildcards):
+    return config["models"][wildcards.model]["source"]
 
 
 def data_settings(wildcards):

@@ -1,10 +1,6 @@
 # Base models as plain Hugging Face folders (safetensors), from embedded:, hf: or a local path.
 
 
-def model_source_for(wildcards):
-    return config["models"][wildcards.model]["source"]
-
-
 rule prepare_model:
     output:
         model=directory("resources/models/{model}"),
