@@ -10,9 +10,10 @@ from pathlib import Path
 import yaml
 
 from rulebound.errors import ConfigError
+from rulebound.gguf import QUANT_TYPES
 from rulebound.models import parse_source
 
-GGUF_VARIANTS = {"F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"}
+GGUF_VARIANTS = set(QUANT_TYPES)
 HF_VARIANTS = {"base", "adapter", "merged"}
 
 

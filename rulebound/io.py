@@ -30,7 +30,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o755 if is_dir else 0o644)  # mkstemp/mkdtemp create owner-only entries
+        _make_readable(tmp)  # mkstemp/mkdtemp (and some writers) create owner-only entries
         if is_dir and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -40,6 +40,18 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _make_readable(path: Path) -> None:
+    if path.is_dir():
+        os.chmod(path, 0o755)
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o644)
+    else:
+        os.chmod(path, 0o644)
 
 
 def write_parquet(df, path: str | os.PathLike) -> None:

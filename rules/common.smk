@@ -122,7 +122,7 @@ def report_inputs(wildcards=None):
 
 def experiment_targets(exp):
     cfg = config["experiments"][exp]
-    targets = [gguf_path(exp, "F16")] + [gguf_path(exp, q) for q in cfg["export"]["quants"]]
+    targets = [gguf_path(exp, v) for v in ["F16", "lora-F16", *cfg["export"]["quants"]]]
     targets += [f"results/{exp}/eval/summary.csv", f"results/{exp}/report/training_curves.png"]
     return targets
 

@@ -64,3 +64,20 @@ rule quantize_gguf:
         "../envs/export.yaml"
     script:
         "../scripts/quantize_gguf.py"
+
+
+rule convert_lora_gguf:
+    input:
+        adapter=rules.train_orpo.output.adapter,
+        base=base_model_dir,
+        llama_cpp=rules.fetch_llama_cpp.output.src,
+    output:
+        gguf="results/{experiment}/gguf/{experiment}-lora-F16.gguf",
+    log:
+        "logs/convert_lora_gguf/{experiment}.log",
+    benchmark:
+        "benchmarks/convert_lora_gguf/{experiment}.tsv"
+    conda:
+        "../envs/export.yaml"
+    script:
+        "../scripts/convert_lora_gguf.py"

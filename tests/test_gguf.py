@@ -1,0 +1,232 @@
+"""GGUF export: fetching llama.cpp's converters, F16 conversion, quantization and the GGUF checks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rulebound import gguf as rgguf
+from rulebound.errors import ConfigError, RuleboundError
+from rulebound.gguf import (QUANT_TYPES, check_gguf, check_gguf_or_remove, convert_hf_to_gguf, convert_lora_to_gguf,
+                            fetch_llama_cpp, quantize_gguf)
+
+REPO = Path(__file__).resolve().parents[1]
+CHATML = ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n'}}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_dir(tmp_path_factory) -> Path:
+    """The converters from the pinned sdist; the tarball is downloaded once into the user cache."""
+    pin = yaml.safe_load((REPO / "config.yaml").read_text())["llama_cpp"]
+    return fetch_llama_cpp(pin["url"], pin["sha256"], tmp_path_factory.mktemp("resources") / "llama-cpp")
+
+
+@pytest.fixture(scope="module")
+def tiny_f16(tmp_path_factory, tiny_model_dir, llama_cpp_dir) -> Path:
+    out = tmp_path_factory.mktemp("gguf") / "tiny-F16.gguf"
+    return convert_hf_to_gguf(tiny_model_dir, out, llama_cpp_dir)
+
+
+def fake_sdist(path: Path, version: str = "1.2.3") -> str:
+    """A miniature llama-cpp-python sdist; returns its sha256."""
+    files = {
+        "vendor/llama.cpp/convert_hf_to_gguf.py": "print('hf')",
+        "vendor/llama.cpp/convert_lora_to_gguf.py": "print('lora')",
+        "vendor/llama.cpp/conversion/__init__.py": "",
+        "vendor/llama.cpp/gguf-py/gguf/__init__.py": "",
+        "vendor/llama.cpp/ggml/src/ggml.c": "int main;",
+        "llama_cpp/__init__.py": "",
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"llama_cpp_python-{version}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def synthetic_gguf(path: Path, *, eos: int = 2, template: str | None = CHATML) -> Path:
+    """A tensor-less GGUF with a ChatML-style vocabulary, for the metadata checks."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(64)  # enough hyperparameters for llama.cpp to load the vocabulary alone
+    writer.add_embedding_length(8)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "H", "e", "He"])
+    writer.add_token_types([3, 3, 3, 1, 1, 1])
+    writer.add_token_merges(["H e"])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(eos)
+    if template:
+        writer.add_chat_template(template)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def test_fetch_sha_mismatch_removes_download(tmp_path):
+    tarball = tmp_path / "llama_cpp_python-1.2.3.tar.gz"
+    fake_sdist(tarball)
+    cache = tmp_path / "cache"
+    with pytest.raises(RuleboundError, match="sha256 mismatch"):
+        fetch_llama_cpp(tarball.as_uri(), "0" * 64, tmp_path / "src", cache_dir=cache)
+    assert not list(cache.iterdir()) and not (tmp_path / "src").exists()
+
+
+def test_fetch_extracts_only_converters_and_reuses_cache(tmp_path, caplog):
+    tarball = tmp_path / "upstream" / "llama_cpp_python-1.2.3.tar.gz"
+    tarball.parent.mkdir()
+    sha = fake_sdist(tarball)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / tarball.name).write_bytes(b"stale")  # a corrupt cached copy is replaced, not trusted
+    with caplog.at_level(logging.WARNING):
+        src = fetch_llama_cpp(tarball.as_uri(), sha, tmp_path / "src", cache_dir=cache)
+    assert "llama-cpp-python 1.2.3 but 0.3.36 is installed" in caplog.text  # version skew is flagged
+    assert (src / "convert_hf_to_gguf.py").is_file() and (src / "gguf-py/gguf/__init__.py").is_file()
+    assert not (src / "ggml").exists() and not (src / "llama_cpp").exists()
+    assert json.loads((src / "SOURCE.json").read_text()) == {"url": tarball.as_uri(), "sha256": sha, "version": "1.2.3"}
+
+    tarball.unlink()  # the second fetch must come from the cache
+    again = fetch_llama_cpp(tarball.as_uri(), sha.upper(), tmp_path / "src2", cache_dir=cache)
+    assert (again / "convert_lora_to_gguf.py").read_text() == "print('lora')"
+
+
+def test_fetch_offline_says_where_to_put_the_tarball(tmp_path):
+    url = "http://127.0.0.1:9/llama_cpp_python-0.3.36.tar.gz"
+    with pytest.raises(RuleboundError, match="Could not download") as err:
+        fetch_llama_cpp(url, "0" * 64, tmp_path / "src", cache_dir=tmp_path / "cache")
+    assert url in str(err.value) and str(tmp_path / "cache" / "llama_cpp_python-0.3.36.tar.gz") in str(err.value)
+
+
+def test_fetched_sdist_has_the_converters(llama_cpp_dir):
+    assert json.loads((llama_cpp_dir / "SOURCE.json").read_text())["version"] == "0.3.36"
+    for rel in ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/llama.py", "gguf-py/gguf/vocab.py"):
+        assert (llama_cpp_dir / rel).is_file(), rel
+
+
+# --------------------------------------------------------------------------- convert, quantize, check
+
+
+def test_convert_f16_passes_check(tiny_f16):
+    info = check_gguf(tiny_f16)
+    assert info["architecture"] == "llama" and info["file_type"] == "F16"
+    assert info["eos_token"] == info["end_of_turn_token"] == "<|im_end|>"
+    assert "<|im_start|>" in info["chat_template"]
+    assert info["size_bytes"] == tiny_f16.stat().st_size
+    assert not [p for p in tiny_f16.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("quant", ["Q8_0", "Q4_K_M"])
+def test_quantize(tmp_path, tiny_f16, quant):
+    out = quantize_gguf(tiny_f16, tmp_path / f"tiny-{quant}.gguf", quant, threads=2)
+    info = check_gguf_or_remove(out, quant=quant)
+    assert info["file_type"] == quant and info["eos_token"] == "<|im_end|>"
+    assert out.stat().st_size < tiny_f16.stat().st_size - 2_500_000  # 6.3 MB of F16 embeddings shrink
+
+
+def test_quantize_refuses_bad_requests(tmp_path, tiny_f16):
+    size = tiny_f16.stat().st_size
+    with pytest.raises(ConfigError, match="overwrite its input"):
+        quantize_gguf(tiny_f16, tiny_f16.parent / "x" / ".." / tiny_f16.name, "Q8_0")
+    assert tiny_f16.stat().st_size == size
+    with pytest.raises(ConfigError, match="Q4_K_M") as err:
+        quantize_gguf(tiny_f16, tmp_path / "out.gguf", "Q3_XYZ")
+    assert all(name in str(err.value) for name in QUANT_TYPES)
+    q8 = quantize_gguf(tiny_f16, tmp_path / "q8.gguf", "Q8_0")
+    with pytest.raises(RuleboundError, match="requantiz"):
+        quantize_gguf(q8, tmp_path / "q4.gguf", "Q4_0")
+    assert not (tmp_path / "q4.gguf").exists()
+
+
+def test_quant_types_match_llama_cpp():
+    import llama_cpp
+
+    for name, ftype in QUANT_TYPES.items():
+        assert getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}") == ftype
+
+
+def test_check_fails_without_chat_template(tmp_path):
+    path = synthetic_gguf(tmp_path / "no-template.gguf", template=None)
+    with pytest.raises(RuleboundError, match="no chat template"):
+        check_gguf(path)
+    with pytest.raises(RuleboundError):
+        check_gguf_or_remove(path)
+    assert not path.exists()
+
+
+def test_check_fails_on_wrong_eos(tmp_path):
+    path = synthetic_gguf(tmp_path / "wrong-eos.gguf", eos=0)
+    with pytest.raises(RuleboundError, match=r"eos is '<\|endoftext\|>'.*'<\|im_end\|>'.*not stop generating"):
+        check_gguf(path)
+
+
+def test_check_fails_when_turns_end_in_plain_text(tmp_path):
+    template = CHATML.replace("'<|im_end|>'", "'END'")
+    with pytest.raises(RuleboundError, match="'END"):
+        check_gguf(synthetic_gguf(tmp_path / "plain-end.gguf", template=template))
+
+
+def test_check_fails_when_tokenizer_does_not_round_trip(tmp_path):
+    # Byte-level BPE without the byte symbols: llama.cpp silently drops what it cannot encode.
+    with pytest.raises(RuleboundError, match="does not round-trip text"):
+        check_gguf(synthetic_gguf(tmp_path / "broken-vocab.gguf"))
+
+
+def test_llama_cpp_crash_becomes_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(rgguf, "_VOCAB_CHECK_CODE", "import os; os.abort()")
+    with pytest.raises(RuleboundError, match=r"crashed \(signal 6\)"):
+        check_gguf(synthetic_gguf(tmp_path / "ok.gguf"))
+
+
+def test_gguf_chats_in_llama_cpp(tiny_f16):
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(tiny_f16), n_ctx=256, verbose=False)
+    out = llm.create_chat_completion(messages=[{"role": "user", "content": "Hello"}], temperature=0, max_tokens=8)
+    choice = out["choices"][0]
+    assert isinstance(choice["message"]["content"], str) and out["usage"]["completion_tokens"] > 0
+    assert choice["finish_reason"] in {"stop", "length"}
+
+
+def test_convert_lora_adapter(tmp_path, tiny_model_dir, tiny_f16, llama_cpp_dir):
+    import gguf
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(tmp_path / "adapter")
+    out = convert_lora_to_gguf(tmp_path / "adapter", tiny_model_dir, tmp_path / "adapter.gguf", llama_cpp_dir)
+    reader = gguf.GGUFReader(str(out))
+    assert reader.fields["general.type"].contents() == "adapter"
+    assert reader.fields["adapter.type"].contents() == "lora"
+    assert len(reader.tensors) == 2 * 2 * 2  # 2 layers x (q, v) x (A, B)
+
+
+def test_convert_reports_converter_errors(tmp_path, llama_cpp_dir):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"architectures": ["NoSuchModelForCausalLM"]}')
+    with pytest.raises(RuleboundError, match="Last output:(.|\n)*NoSuchModel"):
+        convert_hf_to_gguf(tmp_path / "model", tmp_path / "x.gguf", llama_cpp_dir)
+    assert not (tmp_path / "x.gguf").exists()
