@@ -22,6 +22,8 @@ rule distill_answers:
         answers="results/{experiment}/data/answers.parquet",
     params:
         distill=distill_settings,
+    resources:
+        gpu=1,  # runs on CPU too; GPU profiles schedule and place it by this
     log:
         "logs/distill_answers/{experiment}.log",
     benchmark:

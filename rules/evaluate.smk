@@ -11,6 +11,8 @@ rule evaluate_hf:
         settings=eval_settings,
     wildcard_constraints:
         variant="|".join(sorted(HF_VARIANTS)),
+    resources:
+        gpu=1,  # runs on CPU too; GPU profiles schedule and place it by this
     log:
         "logs/evaluate_hf/{experiment}-{variant}.log",
     benchmark:

@@ -23,6 +23,8 @@ rule merge_adapter:
         merged=directory("results/{experiment}/merged"),
     params:
         dtype=merged_dtype,
+    resources:
+        gpu=1,  # runs on CPU too; GPU profiles schedule and place it by this
     log:
         "logs/merge_adapter/{experiment}.log",
     benchmark:

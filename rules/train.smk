@@ -11,6 +11,8 @@ rule train_orpo:
     params:
         train=train_settings,
         base=base_model_source,
+    resources:
+        gpu=1,  # runs on CPU too; GPU profiles schedule and place it by this
     log:
         "logs/train_orpo/{experiment}.log",
     benchmark:
