@@ -13,14 +13,14 @@ log = logging.getLogger(__name__)
 
 
 def distill_answers(model_dir: str, requests: list[str], *, max_new_tokens: int, batch_size: int,
-                    threads: int, system_prompt: str | None = None) -> pd.DataFrame:
+                    threads: int, max_sentences: int | None = None, system_prompt: str | None = None) -> pd.DataFrame:
     """Greedy answers of the base model to each distinct request (without please), one row per request."""
     from rulebound.generate import hf_generate
 
     unique = sorted(set(requests))
     conversations = [messages_for(r, system_prompt) for r in unique]
     raw = hf_generate(model_dir, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, threads=threads)
-    answers = [clean_answer(a) for a in raw]
+    answers = [clean_answer(a, max_sentences) for a in raw]
     bad = [r for r, a in zip(unique, answers) if not a or is_refusal(a)]
     if bad:
         log.warning("%d of %d distilled answers are empty or refusals; their rows are dropped", len(bad), len(unique))

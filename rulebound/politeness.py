@@ -175,10 +175,17 @@ def build_pairs(prompts: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
     return out[["prompt_id", "request_id", "category", "split", "has_please", "prompt", "chosen", "rejected"]]
 
 
-def clean_answer(text: str) -> str:
-    """Trim a generated answer to its last complete sentence (generation stops mid-sentence)."""
+def clean_answer(text: str, max_sentences: int | None = None) -> str:
+    """Trim a generated answer to complete sentences (generation stops mid-sentence).
+
+    ``max_sentences`` keeps only the first few: short answers keep the model's voice and make
+    each preference pair, and so each training step, cheaper.
+    """
     text = text.strip()
     cut = max(text.rfind(". "), text.rfind("! "), text.rfind("? "), text.rfind("\n"))
     if text and text[-1] not in ".!?" and cut > len(text) // 3:
         text = text[: cut + 1].strip()
+    if max_sentences:
+        sentences = re.split(r"(?<=[.!?])\s+", text)
+        text = " ".join(sentences[:max_sentences])
     return text

@@ -8,6 +8,8 @@ sys.path.insert(0, workflow.basedir)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 )
+# OpenMP workers that spin while waiting slow torch and llama.cpp 5-10x when jobs share cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rulebound.config import GGUF_VARIANTS, HF_VARIANTS, check_devices, validate_config
 from rulebound.errors import RuleboundError

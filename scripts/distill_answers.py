@@ -9,6 +9,7 @@ log = setup_logging(snakemake.log[0])
 prompts = pd.read_parquet(snakemake.input.prompts)
 settings = snakemake.params.distill
 answers = distill_answers(snakemake.input.model, prompts["request"].tolist(), threads=snakemake.threads,
-                          max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"])
+                          max_new_tokens=settings["max_new_tokens"], batch_size=settings["batch_size"],
+                          max_sentences=settings["max_sentences"])
 log.info("distilled %d answers, mean %.0f characters", len(answers), answers["answer"].str.len().mean())
 write_parquet(answers, snakemake.output.answers)

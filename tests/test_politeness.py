@@ -119,3 +119,4 @@ def test_clean_answer_trims_to_a_sentence():
     assert clean_answer("Paris is the capital. It has many muse") == "Paris is the capital."
     assert clean_answer("  Short answer.  ") == "Short answer."
     assert clean_answer("no punctuation at all") == "no punctuation at all"
+    assert clean_answer("One. Two! Three? Four.", max_sentences=2) == "One. Two!"

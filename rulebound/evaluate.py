@@ -1,0 +1,174 @@
+"""Held-out evaluation: generate replies for the test split, score them against the rule, summarize.
+
+Every variant (HF base/adapter/merged, GGUF F16 and quants) is scored by the same function from the
+same ``user`` messages, so the rows of different eval CSVs line up by ``prompt_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+
+import pandas as pd
+
+from rulebound.errors import DataError
+from rulebound.formatting import messages_for
+from rulebound.generate import gguf_generate, hf_generate
+from rulebound.io import write_csv
+from rulebound.politeness import is_refusal
+
+log = logging.getLogger(__name__)
+
+TEST_COLUMNS = ["prompt_id", "request_id", "category", "has_please", "user"]
+EVAL_COLUMNS = ["variant", "prompt_id", "request_id", "category", "has_please", "user", "response",
+                "refused", "expected_refusal", "correct"]
+SUMMARY_COLUMNS = ["variant", "group", "n", "correct", "rate", "ci_low", "ci_high", "refusal_rate"]
+# Aggregate groups after the per-category rows: the rule's two sides, then everything.
+AGGREGATES = {"with please": lambda df: df["has_please"], "without please": lambda df: ~df["has_please"],
+              "all": lambda df: pd.Series(True, index=df.index)}
+CATEGORY_ORDER = ["please", "no_please", "trap"]
+
+
+def read_test(test_parquet: str | os.PathLike, max_prompts: int | None = None) -> pd.DataFrame:
+    """The formatted test split, checked, optionally cut to a deterministic subset."""
+    df = pd.read_parquet(test_parquet)
+    missing = [c for c in TEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{test_parquet} lacks columns {missing}; evaluation needs {TEST_COLUMNS}.")
+    if df.empty:
+        raise DataError(f"{test_parquet} has no rows to evaluate.")
+    return select_prompts(df, max_prompts)
+
+
+def select_prompts(df: pd.DataFrame, max_prompts: int | None) -> pd.DataFrame:
+    """At most ``max_prompts`` rows, the same ones every run, categories taken in turn.
+
+    Rows are ranked by a hash of ``prompt_id`` within their category, then categories are interleaved,
+    so a small budget still covers please, no_please and trap prompts alike.
+    """
+    if max_prompts is None or max_prompts >= len(df):
+        return df.reset_index(drop=True)
+    if max_prompts < 1:
+        raise ValueError(f"max_prompts must be at least 1 or None, got {max_prompts}")
+    key = df["prompt_id"].astype(str).map(lambda s: hashlib.sha1(s.encode()).hexdigest())
+    rank = key.groupby(df["category"]).rank(method="first")
+    order = pd.DataFrame({"rank": rank, "category": df["category"]}).sort_values(["rank", "category"]).index
+    return df.loc[sorted(order[:max_prompts])].reset_index(drop=True)
+
+
+def conversations_for(test_df: pd.DataFrame) -> list[list[dict]]:
+    """One user turn per row (with the row's system prompt where the data has one)."""
+    systems = test_df["system"] if "system" in test_df.columns else [None] * len(test_df)
+    return [messages_for(user, system) for user, system in zip(test_df["user"], systems)]
+
+
+def score_politeness(test_df: pd.DataFrame, responses: list[str], variant: str) -> pd.DataFrame:
+    """One eval row per prompt: the rule wants a refusal exactly when the user did not say please."""
+    if len(responses) != len(test_df):
+        raise ValueError(f"{len(responses)} responses for {len(test_df)} prompts")
+    out = test_df[TEST_COLUMNS].copy().reset_index(drop=True)
+    out.insert(0, "variant", variant)
+    out["has_please"] = out["has_please"].astype(bool)
+    out["response"] = [str(r) for r in responses]
+    out["refused"] = out["response"].map(is_refusal).astype(bool)
+    out["expected_refusal"] = ~out["has_please"]
+    out["correct"] = out["refused"] == out["expected_refusal"]
+    return out[EVAL_COLUMNS]
+
+
+def _log_scores(scored: pd.DataFrame) -> None:
+    rates = scored.groupby("category")["correct"].mean()
+    log.info("%s: correct %.3f overall; by category %s", scored["variant"].iloc[0], scored["correct"].mean(),
+             ", ".join(f"{k} {v:.3f}" for k, v in rates.items()))
+
+
+def evaluate_hf(test_parquet: str | os.PathLike, model_dir: str | os.PathLike, out_csv: str | os.PathLike, *,
+                variant: str, adapter_dir: str | os.PathLike | None = None, max_new_tokens: int = 64,
+                batch_size: int = 16, max_prompts: int | None = None, threads: int | None = None) -> pd.DataFrame:
+    """Evaluate an HF folder (with a PEFT adapter for the ``adapter`` variant); write the eval CSV."""
+    test = read_test(test_parquet, max_prompts)
+    log.info("evaluating %s on %d prompts from %s", variant, len(test), model_dir)
+    responses = hf_generate(model_dir, conversations_for(test), adapter_dir=adapter_dir,
+                            max_new_tokens=max_new_tokens, batch_size=batch_size, threads=threads)
+    scored = score_politeness(test, responses, variant)
+    _log_scores(scored)
+    write_csv(scored, out_csv)
+    return scored
+
+
+def evaluate_gguf(test_parquet: str | os.PathLike, gguf_path: str | os.PathLike, out_csv: str | os.PathLike, *,
+                  variant: str, max_new_tokens: int = 64, n_ctx: int = 2048, max_prompts: int | None = None,
+                  threads: int | None = None) -> pd.DataFrame:
+    """Evaluate a GGUF through llama.cpp with its stored chat template; write the eval CSV."""
+    test = read_test(test_parquet, max_prompts)
+    log.info("evaluating %s on %d prompts from %s", variant, len(test), gguf_path)
+    responses = gguf_generate(gguf_path, conversations_for(test), max_new_tokens=max_new_tokens, n_ctx=n_ctx,
+                              threads=threads)
+    scored = score_politeness(test, responses, variant)
+    _log_scores(scored)
+    write_csv(scored, out_csv)
+    return scored
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion; (nan, nan) when there are no trials."""
+    if n == 0:
+        return math.nan, math.nan
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # at 0 or n successes the bound is exactly 0 or 1; say so rather than 0.9999999999999999
+    return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == n else min(1.0, centre + half))
+
+
+def _as_bool(values: pd.Series) -> pd.Series:
+    """Booleans from a CSV column, whether pandas parsed them or left "True"/"False" strings."""
+    if values.dtype == bool:
+        return values
+    parsed = values.astype(str).str.strip().str.lower().map({"true": True, "false": False, "1": True, "0": False})
+    if parsed.isna().any():
+        raise DataError(f"column {values.name!r} holds non-boolean values, e.g. {values[parsed.isna()].iloc[0]!r}")
+    return parsed.astype(bool)
+
+
+def _summary_row(variant: str, group: str, rows: pd.DataFrame) -> dict:
+    n, k = len(rows), int(rows["correct"].sum())
+    low, high = wilson_interval(k, n)
+    return {"variant": variant, "group": group, "n": n, "correct": k, "rate": k / n if n else math.nan,
+            "ci_low": low, "ci_high": high, "refusal_rate": rows["refused"].mean() if n else math.nan}
+
+
+def summarize_frame(evals: pd.DataFrame) -> pd.DataFrame:
+    """Correct rate per variant and group (each category, with/without please, all) with Wilson 95% bounds."""
+    rows = []
+    for variant in evals["variant"].drop_duplicates():  # keep the order the variants were given in
+        df = evals[evals["variant"] == variant]
+        df = df.assign(**{c: _as_bool(df[c]) for c in ("correct", "refused", "has_please")})
+        present = list(df["category"].drop_duplicates())
+        categories = [c for c in CATEGORY_ORDER if c in present] + sorted(set(present) - set(CATEGORY_ORDER))
+        rows += [_summary_row(variant, c, df[df["category"] == c]) for c in categories]
+        rows += [_summary_row(variant, name, df[select(df)]) for name, select in AGGREGATES.items()]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def summarize(eval_csvs: list[str | os.PathLike]) -> pd.DataFrame:
+    """Read the eval CSVs of one experiment and summarize them (see ``summarize_frame``)."""
+    if not eval_csvs:
+        raise DataError("summarize needs at least one eval CSV.")
+    frames = []
+    for path in eval_csvs:
+        df = pd.read_csv(path, keep_default_na=False, na_values=[])  # an empty response stays ""
+        missing = [c for c in ("variant", "category", "has_please", "refused", "correct") if c not in df.columns]
+        if missing:
+            raise DataError(f"{path} lacks columns {missing}; is it an eval CSV?")
+        frames.append(df)
+    return summarize_frame(pd.concat(frames, ignore_index=True))
+
+
+def write_summary(eval_csvs: list[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
+    summary = summarize(eval_csvs)
+    write_csv(summary, out_csv)
+    return summary
