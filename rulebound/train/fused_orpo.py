@@ -1,0 +1,163 @@
+"""ORPO without the [2B, S, vocab] logits tensor: TRL's loss and metrics, the lm_head taken chunk by chunk.
+
+TRL's ``ORPOTrainer.concatenated_forward`` asks the model for its full logits (16 x 512 x 128k bf16 is
+2 GB for a Llama-3 batch of 8 pairs, plus the log-softmax copies and their gradient). Everything ORPO
+needs from them is small:
+
+* the log-prob of the next token at each position (for the chosen NLL over prompt + answer, and the
+  per-token *averaged* completion log-probs that enter the odds ratio), and
+* the mean logit of the chosen and of the rejected half (a logged metric only).
+
+So this trainer runs the decoder body to its final hidden states and feeds only the positions whose
+next token counts through the lm_head, ``chunk_tokens`` rows at a time. The gradient of a token's
+log-prob with respect to its hidden state is ``W[target] - softmax @ W``; the forward pass stores the
+second term (one hidden-sized row per token), so backward needs no second trip through the vocabulary
+unless the lm_head itself is trained. The mean logit is ``h . sum_v W_v / V``, exact without any logits.
+
+Only ``concatenated_forward`` is replaced: the odds-ratio loss and every metric (``rewards/*``,
+``logps/*``, ``logits/*``, ``nll_loss``, ``log_odds_ratio``, ``log_odds_chosen``) are TRL's own code.
+Log-softmax runs in fp32 here (TRL's runs in the model dtype), so in bf16 the two agree to bf16 precision.
+
+``padding_free=True`` packs the 2B sequences of a batch into one row with per-sequence position ids, so
+no compute goes to padding (transformers turns packed position ids into a block-diagonal causal mask,
+or varlen flash attention where installed). The ``logits/*`` metrics then average over real tokens
+only; TRL's average includes padded positions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from trl.experimental.orpo import ORPOTrainer
+
+log = logging.getLogger(__name__)
+
+
+class ChunkedTokenLogprobs(torch.autograd.Function):
+    """log softmax(hidden @ weight.T)[targets] for each row of ``hidden``, never holding more than a chunk of logits.
+
+    hidden [N, H], weight [V, H], targets [N, K] token ids -> [N, K] fp32 log-probs.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_tokens):
+        n = hidden.shape[0]
+        logps = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+        need_hidden_grad = ctx.needs_input_grad[0]
+        expected = torch.empty_like(hidden) if need_hidden_grad else None  # softmax @ W, per token
+        for start in range(0, n, chunk_tokens):
+            end = min(start + chunk_tokens, n)
+            logits = (hidden[start:end] @ weight.T).float()
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            logps[start:end] = logits.gather(1, targets[start:end]) - lse
+            if need_hidden_grad:
+                probs = logits.sub_(lse).exp_()  # in place: one [chunk, V] fp32 buffer is all we hold
+                expected[start:end] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
+            del logits
+        ctx.save_for_backward(hidden, weight, targets, expected)
+        ctx.chunk_tokens = chunk_tokens
+        return logps
+
+    @staticmethod
+    def backward(ctx, grad_logps):
+        hidden, weight, targets, expected = ctx.saved_tensors
+        grad_logps = grad_logps.float()
+        grad_hidden = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            # d logp(t)/dh = W[t] - softmax @ W
+            grad_hidden = -grad_logps.sum(1, keepdim=True) * expected.float()
+            for k in range(targets.shape[1]):
+                grad_hidden += grad_logps[:, k : k + 1] * weight[targets[:, k]].float()
+            grad_hidden = grad_hidden.to(hidden.dtype)
+        if ctx.needs_input_grad[1]:  # a trained lm_head: recompute the softmax chunk by chunk
+            grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+            for start in range(0, hidden.shape[0], ctx.chunk_tokens):
+                end = min(start + ctx.chunk_tokens, hidden.shape[0])
+                h, g = hidden[start:end], grad_logps[start:end]
+                grad_logits = torch.softmax((h @ weight.T).float(), dim=-1).mul_(-g.sum(1, keepdim=True))
+                grad_logits.scatter_add_(1, targets[start:end], g)
+                grad_weight += grad_logits.T @ h.float()
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+class FusedORPOTrainer(ORPOTrainer):
+    """``trl.experimental.orpo.ORPOTrainer`` with the same loss and metrics, at O(chunk x vocab) logits memory."""
+
+    def __init__(self, *args, chunk_elements: int = 2**26, padding_free: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chunk_elements = chunk_elements  # fp32 logits held at once: 2**26 is 256 MB
+        self.padding_free = padding_free
+
+    def _decoder_and_head(self, model):
+        """The decoder body and the lm_head Linear of a (PEFT-wrapped) causal LM, or None where unsupported."""
+        if self.is_encoder_decoder or self.aux_loss_enabled:
+            return None
+        if self.accelerator.unwrap_model(model) is not model:
+            return None  # DDP/FSDP wrappers must see the forward call: use TRL's path
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+        head = base.get_output_embeddings()
+        if decoder is None or decoder is base or type(head) is not nn.Linear or head.bias is not None:
+            return None
+        return decoder, head
+
+    def _final_hidden(self, decoder, input_ids, attention_mask):
+        """Final (normed) hidden states, [2B, S, H]; packed into one row without padding if asked."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        right_padded = bool((attention_mask.bool() == (positions < attention_mask.sum(1, keepdim=True))).all())
+        if not (self.padding_free and right_padded):
+            return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        keep = attention_mask.bool()
+        position_ids = (attention_mask.cumsum(1) - 1)[keep]
+        packed = decoder(input_ids=input_ids[keep][None], position_ids=position_ids[None], use_cache=False)
+        packed = packed.last_hidden_state[0]
+        hidden = packed.new_zeros(*input_ids.shape, packed.shape[-1])
+        hidden[keep] = packed
+        return hidden
+
+    def concatenated_forward(self, model, batch):
+        parts = self._decoder_and_head(model)
+        if parts is None:
+            return super().concatenated_forward(model, batch)
+        decoder, head = parts
+        cb = self.concatenated_inputs(
+            batch, is_encoder_decoder=False, padding_value=self.padding_value, device=self.accelerator.device
+        )
+        input_ids, attention_mask = cb["concatenated_input_ids"], cb["concatenated_attention_mask"]
+        labels, n_chosen = cb["concatenated_labels"], batch["chosen_labels"].shape[0]
+        # The autocast that accelerate wraps around model.forward (bf16/fp16 mixed precision) is not
+        # entered when the decoder is called directly: enter it here, so LoRA matmuls run as they would.
+        with self.accelerator.autocast():
+            hidden = self._final_hidden(decoder, input_ids, attention_mask)
+        weight = head.weight
+        hidden = hidden[:, :-1].to(weight.dtype)  # position t predicts token t+1
+
+        # TRL: NLL over every real token of the chosen rows; logps averaged over completion labels of all rows.
+        next_ids, next_labels = input_ids[:, 1:], labels[:, 1:]
+        nll_mask = attention_mask[:, 1:] == 1
+        nll_mask[n_chosen:] = False
+        label_mask = next_labels != -100
+        needed = nll_mask | label_mask
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(needed)[needed]
+        targets = torch.stack([next_ids[needed], next_labels[needed].clamp_min(0)], dim=-1)
+
+        chunk = max(1, self.chunk_elements // weight.shape[0])
+        logps = ChunkedTokenLogprobs.apply(hidden[needed], weight, targets, chunk)
+        nll_loss = -(logps[:, 0] * nll_mask[needed]).sum() / nll_mask.sum()
+        completion_sum = torch.zeros(input_ids.shape[0], device=logps.device, dtype=logps.dtype)
+        completion_sum = completion_sum.index_add(0, rows, logps[:, 1] * label_mask[needed])
+        all_logps = completion_sum / label_mask.sum(-1)
+
+        # Mean logit of each half over all its [n, S-1, V] entries, as TRL logs it, without the logits.
+        with torch.no_grad():
+            column_sum = weight.sum(0, dtype=torch.float32)
+            per_row = (hidden.float() @ column_sum).sum(-1)
+            denom = hidden.shape[1] * weight.shape[0]
+            chosen_logits = per_row[:n_chosen].sum() / (n_chosen * denom)
+            rejected_logits = per_row[n_chosen:].sum() / ((per_row.shape[0] - n_chosen) * denom)
+
+        # TRL calls .detach().mean() on the logits it gets back; a 0-d mean is what that computes.
+        return all_logps[:n_chosen], all_logps[n_chosen:], chosen_logits, rejected_logits, nll_loss
