@@ -15,6 +15,7 @@ from rulebound.io import atomic_path, write_csv
 from rulebound.train.backend import LoraSettings, cuda_available, load_for_training
 from rulebound.train.card import write_model_card
 from rulebound.train.metrics import MetricsRecorder
+from rulebound.train.sampling import with_grouped_batches
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,10 @@ TRAINERS = ("fused", "trl")
 
 
 def load_preference_data(path: str | os.PathLike):
-    """Read a formatted preference parquet as a datasets.Dataset of prompt/chosen/rejected strings."""
+    """Read a formatted preference parquet: (datasets.Dataset of prompt/chosen/rejected, its pair groups).
+
+    The groups are the request ids where the data has them (one request's please / no-please rows).
+    """
     from datasets import Dataset
 
     df = pd.read_parquet(path)
@@ -32,7 +36,8 @@ def load_preference_data(path: str | os.PathLike):
         raise DataError(f"{path} lacks column(s) {', '.join(missing)}; ORPO needs prompt, chosen and rejected.")
     if df.empty:
         raise DataError(f"{path} has no rows to train on.")
-    return Dataset.from_pandas(df[list(PREFERENCE_COLUMNS)].reset_index(drop=True), preserve_index=False)
+    groups = df["request_id"].tolist() if "request_id" in df.columns else None
+    return Dataset.from_pandas(df[list(PREFERENCE_COLUMNS)].reset_index(drop=True), preserve_index=False), groups
 
 
 def orpo_args(cfg: dict, output_dir: str, dtype, threads: int):
@@ -99,7 +104,7 @@ def train_orpo(
     torch.set_num_threads(max(1, threads))
     set_seed(int(cfg.get("seed", 3407)))
     lora = LoraSettings.from_config(cfg.get("lora", {}))
-    dataset = load_preference_data(train_parquet)
+    dataset, groups = load_preference_data(train_parquet)
     model, tokenizer, backend = load_for_training(
         model_dir,
         lora,
@@ -115,6 +120,8 @@ def train_orpo(
     try:
         args = orpo_args(cfg, scratch, dtype, threads)
         cls = trainer_class(cfg.get("trainer", "trl"))
+        if cfg.get("pair_batches", True) and groups is not None:
+            cls = with_grouped_batches(cls, groups, int(cfg.get("seed", 3407)))
         trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[recorder])
         log.info("ORPO: %d rows, %s planned steps, trainer=%s, backend=%s", len(dataset), trainer.args.max_steps
                  if trainer.args.max_steps > 0 else "1 epoch of", cls.__name__, backend)
