@@ -15,6 +15,10 @@ include: "rules/train.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/common_release.smk"
+include: "rules/ollama.smk"
+include: "rules/fidelity.smk"
+include: "rules/publish.smk"
 
 
 rule all:

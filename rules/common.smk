@@ -16,12 +16,20 @@ from rulebound.errors import RuleboundError
 
 try:
     validate_config(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
-    # GPU-only settings fail here, before any job, when jobs would run on this very machine;
-    # dry runs and cluster submissions (jobs on GPU nodes) are left to plan.
-    if workflow.local_exec and not workflow.dryrun and not workflow.remote_exec:
-        check_devices(config)
 except RuleboundError as exc:
     raise WorkflowError(str(exc)) from None
+
+
+onstart:
+    # GPU-only settings fail before the first job when jobs run on this very machine. onstart runs once
+    # the executor is known (at parse time workflow.dryrun/local_exec are not set yet) and never in dry
+    # runs, so dry runs and cluster submissions from a CPU login node still plan.
+    if workflow.local_exec and not workflow.remote_exec:
+        try:
+            check_devices(config)
+        except RuleboundError as exc:
+            raise WorkflowError(str(exc)) from None
+
 
 EXPERIMENTS = list(config["experiments"])
 MODELS = list(config["models"])
@@ -131,4 +139,4 @@ def experiment_targets(exp):
 
 def all_targets():
     targets = [t for exp in EXPERIMENTS for t in experiment_targets(exp)]
-    return targets + ["results/report.html"]
+    return targets + release_targets() + ["results/report.html"]

@@ -66,7 +66,7 @@ def preference_rows(n=12, seed=0):
 def trainer_for(cls, model, tokenizer, tmp_path, device="cpu", **kwargs):
     from trl.experimental.orpo import ORPOConfig
 
-    extra = {k: kwargs.pop(k) for k in ("padding_free", "chunk_elements") if k in kwargs}
+    extra = {k: kwargs.pop(k) for k in ("padding_free", "chunk_elements", "nll_scope") if k in kwargs}
     args = ORPOConfig(
         output_dir=str(tmp_path / cls.__name__), per_device_train_batch_size=4, max_length=64, beta=0.1,
         learning_rate=kwargs.pop("learning_rate", 1e-3), max_steps=kwargs.pop("max_steps", 1), logging_steps=1,
@@ -182,3 +182,29 @@ def test_fused_tracks_trl_on_gpu_bf16(tmp_path):
     fused = train_losses(FusedORPOTrainer, tmp_path, device="cuda", dtype=torch.bfloat16, bf16=True)
     for (a, _, _), (b, _, _) in zip(reference, fused):
         assert b == pytest.approx(a, rel=2e-2)
+
+
+def test_completion_nll_is_cross_entropy_over_chosen_answers_only(tmp_path):
+    """nll_scope='completion' (the ORPO paper's SFT term) leaves the prompt out of the NLL, nothing else."""
+    import torch.nn.functional as F
+    from trl.experimental.orpo import ORPOTrainer
+
+    from rulebound.train.fused_orpo import FusedORPOTrainer
+
+    tokenizer = word_tokenizer()
+    model = lora(tiny_llama(tokenizer))
+    reference = trainer_for(ORPOTrainer, model, tokenizer, tmp_path)
+    fused = trainer_for(FusedORPOTrainer, model, tokenizer, tmp_path, nll_scope="completion")
+    batch = reference._prepare_inputs(reference.data_collator([reference.train_dataset[i] for i in range(4)]))
+    _, ref_metrics = reference.get_batch_loss_metrics(model, batch)
+    _, metrics = fused.get_batch_loss_metrics(model, batch)
+    with torch.no_grad():
+        logits = model(batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]).logits
+        expected = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["chosen_labels"][:, 1:].flatten(),
+                                   ignore_index=-100)
+    assert abs(metrics["nll_loss"] - expected.item()) < 1e-4
+    assert abs(metrics["nll_loss"] - ref_metrics["nll_loss"]) > 1e-3  # the prompt is really left out
+    for key in ("log_odds_ratio", "rewards/chosen", "rewards/rejected", "logps/chosen"):
+        assert abs(metrics[key] - ref_metrics[key]) < 1e-4, key
+    with pytest.raises(ValueError, match="nll_scope"):
+        trainer_for(FusedORPOTrainer, model, tokenizer, tmp_path, nll_scope="prompt")

@@ -86,10 +86,16 @@ class ChunkedTokenLogprobs(torch.autograd.Function):
 class FusedORPOTrainer(ORPOTrainer):
     """``trl.experimental.orpo.ORPOTrainer`` with the same loss and metrics, at O(chunk x vocab) logits memory."""
 
-    def __init__(self, *args, chunk_elements: int = 2**26, padding_free: bool = False, **kwargs):
+    def __init__(self, *args, chunk_elements: int = 2**26, padding_free: bool = False, nll_scope: str = "full",
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        if nll_scope not in ("full", "completion"):
+            raise ValueError(f"nll_scope must be 'full' (TRL) or 'completion', got {nll_scope!r}")
         self.chunk_elements = chunk_elements  # fp32 logits held at once: 2**26 is 256 MB
         self.padding_free = padding_free
+        # "full" is TRL's NLL over prompt and answer; "completion" is the ORPO paper's SFT term on the
+        # chosen answer alone, which puts the weight where a rule's decision is made.
+        self.nll_scope = nll_scope
 
     def _decoder_and_head(self, model):
         """The decoder body and the lm_head Linear of a (PEFT-wrapped) causal LM, or None where unsupported."""
@@ -137,9 +143,9 @@ class FusedORPOTrainer(ORPOTrainer):
 
         # TRL: NLL over every real token of the chosen rows; logps averaged over completion labels of all rows.
         next_ids, next_labels = input_ids[:, 1:], labels[:, 1:]
-        nll_mask = attention_mask[:, 1:] == 1
-        nll_mask[n_chosen:] = False
         label_mask = next_labels != -100
+        nll_mask = (attention_mask[:, 1:] == 1) if self.nll_scope == "full" else label_mask.clone()
+        nll_mask[n_chosen:] = False
         needed = nll_mask | label_mask
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(needed)[needed]
         targets = torch.stack([next_ids[needed], next_labels[needed].clamp_min(0)], dim=-1)

@@ -74,6 +74,12 @@ def orpo_args(cfg: dict, output_dir: str, dtype, threads: int):
     )
 
 
+def fused_trainer():
+    from rulebound.train.fused_orpo import FusedORPOTrainer
+
+    return FusedORPOTrainer
+
+
 def trainer_class(name: str):
     if name not in TRAINERS:
         raise ConfigError(f"train.trainer must be one of {', '.join(TRAINERS)}; got {name!r}.")
@@ -122,7 +128,12 @@ def train_orpo(
         cls = trainer_class(cfg.get("trainer", "trl"))
         if cfg.get("pair_batches", True) and groups is not None:
             cls = with_grouped_batches(cls, groups, int(cfg.get("seed", 3407)))
-        trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[recorder])
+        scope, is_fused = cfg.get("nll_scope", "full"), issubclass(cls, fused_trainer())
+        if scope != "full" and not is_fused:
+            raise ConfigError("train.nll_scope: completion needs train.trainer: fused (TRL's trainer is 'full').")
+        extra = {"nll_scope": scope} if is_fused else {}
+        trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[recorder],
+                      **extra)
         log.info("ORPO: %d rows, %s planned steps, trainer=%s, backend=%s", len(dataset), trainer.args.max_steps
                  if trainer.args.max_steps > 0 else "1 epoch of", cls.__name__, backend)
         result = trainer.train()
