@@ -146,6 +146,18 @@ def test_report_pngs_and_html(built):
     assert "data:image/png;base64," in html and EXP in html
 
 
+def test_release_artifacts(built):
+    gguf = built / "results" / EXP / "gguf"
+    for variant in ("F16", "lora-F16", "Q8_0", "Q4_K_M"):
+        modelfile = (gguf / f"{EXP}-{variant}.Modelfile").read_text()
+        assert modelfile.startswith("FROM ") and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "ADAPTER" in (gguf / f"{EXP}-lora-F16.Modelfile").read_text()
+    fidelity = pd.read_csv(built / "results" / EXP / "eval" / "fidelity.csv")
+    assert set(fidelity["variant"]) >= {"Q8_0", "Q4_K_M"}
+    published = {p.name for p in (built / "results" / EXP / "publish").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= published
+
+
 def test_benchmarks_and_logs_are_written(built):
     assert (built / "benchmarks" / "train_orpo" / f"{EXP}.tsv").is_file()
     assert (built / "logs" / "train_orpo" / f"{EXP}.log").stat().st_size > 0
@@ -166,7 +178,9 @@ def _variant_config(tmp_path: Path, section: str, key: str, value) -> Path:
 
 def test_eval_setting_reruns_only_evaluation_and_report(built, tmp_path):
     planned = planned_rules(built, configfile=_variant_config(tmp_path, "evaluate", "max_new_tokens", 13))
-    assert planned == {"evaluate_hf", "evaluate_gguf", "summarize_eval", "plot_report", "render_report"}
+    # publish_folder carries the eval table in its model card
+    assert planned == {"evaluate_hf", "evaluate_gguf", "summarize_eval", "plot_report", "render_report",
+                       "publish_folder"}
 
 
 def test_train_setting_reruns_training_and_downstream_not_data(built, tmp_path):
