@@ -71,6 +71,12 @@ def check_semantics(config: dict) -> None:
                 f"experiments.{name}.model = {exp['model']!r} is not defined under models: "
                 f"(defined: {', '.join(config['models'])})"
             )
+        train = exp.get("train", {})
+        if train.get("nll_scope") == "completion" and train.get("trainer") == "trl":
+            problems.append(
+                f"experiments.{name}.train.nll_scope = 'completion' needs trainer: fused "
+                "(TRL's own ORPOTrainer always takes the NLL over prompt and answer: use nll_scope: full)"
+            )
         quants = set(exp.get("export", {}).get("quants", []))
         for variant in exp.get("evaluate", {}).get("variants", []):
             if variant in GGUF_VARIANTS - {"F16"} and variant not in quants:

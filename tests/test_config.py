@@ -70,3 +70,9 @@ def test_unsloth_without_cuda_is_refused(config, monkeypatch):
     validate_config(config, SCHEMA)
     with pytest.raises(ConfigError, match="'unsloth' but this machine has no CUDA GPU"):
         check_devices(config)
+
+
+def test_completion_nll_needs_the_fused_trainer(config):
+    config["experiments"]["politeness"]["train"].update(trainer="trl", nll_scope="completion")
+    with pytest.raises(ConfigError, match="nll_scope = 'completion' needs trainer: fused"):
+        validate_config(config, SCHEMA)
