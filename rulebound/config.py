@@ -47,6 +47,19 @@ def _describe(error) -> str:
     return f"config key {key} = {error.instance!r}: {error.message}"
 
 
+def canonical(obj):
+    """The same mapping with keys sorted at every level.
+
+    Snakemake compares rule params with their last run's as text, so key order alone (a reordered
+    config file, a --configfile overlay) would look like a change and rerun everything downstream.
+    """
+    if isinstance(obj, dict):
+        return {key: canonical(obj[key]) for key in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(item) for item in obj]
+    return obj
+
+
 def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Validate ``config`` in place (defaults filled in) and return it; raise ConfigError listing problems."""
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))

@@ -11,13 +11,16 @@ os.environ.update(
 # OpenMP workers that spin while waiting slow torch and llama.cpp 5-10x when jobs share cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rulebound.config import GGUF_VARIANTS, HF_VARIANTS, check_devices, validate_config
+from rulebound.config import GGUF_VARIANTS, HF_VARIANTS, canonical, check_devices, validate_config
 from rulebound.errors import RuleboundError
 
 try:
     validate_config(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
 except RuleboundError as exc:
     raise WorkflowError(str(exc)) from None
+_canonical = canonical(config)  # rule params then do not depend on the order of keys in the files
+config.clear()
+config.update(_canonical)
 
 
 onstart:

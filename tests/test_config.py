@@ -76,3 +76,12 @@ def test_completion_nll_needs_the_fused_trainer(config):
     config["experiments"]["politeness"]["train"].update(trainer="trl", nll_scope="completion")
     with pytest.raises(ConfigError, match="nll_scope = 'completion' needs trainer: fused"):
         validate_config(config, SCHEMA)
+
+
+def test_canonical_sorts_keys_at_every_level():
+    from rulebound.config import canonical
+
+    value = {"b": {"y": 1, "x": [{"d": 1, "c": 2}]}, "a": 0}
+    out = canonical(value)
+    assert list(out) == ["a", "b"] and list(out["b"]) == ["x", "y"] and list(out["b"]["x"][0]) == ["c", "d"]
+    assert out == value
