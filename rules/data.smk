@@ -55,9 +55,11 @@ rule format_data:
     output:
         train="results/{experiment}/data/train.parquet",
         test="results/{experiment}/data/test.parquet",
+        card="results/{experiment}/data/card.md",
     params:
         max_length=train_max_length,
         overlong=train_overlong,
+        data=data_settings,
     log:
         "logs/format_data/{experiment}.log",
     conda:

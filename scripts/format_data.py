@@ -3,8 +3,9 @@
 import pandas as pd
 from transformers import AutoTokenizer
 
+from rulebound.datacard import data_card
 from rulebound.formatting import format_preferences, split_frame
-from rulebound.io import setup_logging, write_parquet
+from rulebound.io import setup_logging, write_parquet, write_text
 
 log = setup_logging(snakemake.log[0])
 tokenizer = AutoTokenizer.from_pretrained(snakemake.input.model)
@@ -14,3 +15,5 @@ train, test = split_frame(formatted)
 log.info("train %d rows, test %d rows", len(train), len(test))
 write_parquet(train, snakemake.output.train)
 write_parquet(test, snakemake.output.test)
+write_text(data_card(train, test, experiment=snakemake.wildcards.experiment, settings=snakemake.params.data),
+           snakemake.output.card)

@@ -66,3 +66,14 @@ def test_split_is_disjoint(tokenizer):
     leaky.loc[2, "request_id"] = 3
     with pytest.raises(DataError, match="also appear in train"):
         split_frame(format_preferences(leaky, tokenizer))
+
+
+def test_data_card_counts_per_split_and_category(tokenizer):
+    from rulebound.datacard import data_card
+
+    rows = _rows().assign(category=["please", "no_please", "no_please"])
+    train, test = split_frame(format_preferences(rows, tokenizer))
+    card = data_card(train, test, experiment="politeness", settings={"rows": 3, "seed": 1})
+    assert "2 training and 1 test preference pairs" in card
+    assert "| no_please | 1 | 1 |" in card and "| please | 1 | 0 |" in card
+    assert "Requests shared between train and test: 0." in card and "- `seed`: 1" in card

@@ -75,6 +75,8 @@ def test_raw_and_split_parquet_schema(built):
         assert split["prompt"].str.endswith("<|im_start|>assistant\n").all()
         assert split["chosen"].str.endswith("<|im_end|>").all()
     assert set(train["user"]).isdisjoint(test["user"])
+    card = (data / "card.md").read_text()
+    assert f"{len(train)} training and {len(test)} test preference pairs" in card
 
 
 def test_adapter_loads_with_peft(built):
