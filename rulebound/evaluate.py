@@ -16,7 +16,7 @@ import pandas as pd
 from rulebound.errors import DataError
 from rulebound.formatting import messages_for
 from rulebound.generate import gguf_generate, hf_generate
-from rulebound.io import write_csv
+from rulebound.io import read_table, write_csv
 from rulebound.politeness import is_refusal
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,7 @@ CATEGORY_ORDER = ["please", "no_please", "trap"]
 
 def read_test(test_parquet: str | os.PathLike, max_prompts: int | None = None) -> pd.DataFrame:
     """The formatted test split, checked, optionally cut to a deterministic subset."""
-    df = pd.read_parquet(test_parquet)
-    missing = [c for c in TEST_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{test_parquet} lacks columns {missing}; evaluation needs {TEST_COLUMNS}.")
-    if df.empty:
-        raise DataError(f"{test_parquet} has no rows to evaluate.")
-    return select_prompts(df, max_prompts)
+    return select_prompts(read_table(test_parquet, TEST_COLUMNS, "evaluation"), max_prompts)
 
 
 def select_prompts(df: pd.DataFrame, max_prompts: int | None) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from rulebound.errors import DataError, RuleboundError
 from rulebound.evaluate import select_prompts
-from rulebound.io import atomic_path, write_csv
+from rulebound.io import atomic_path, read_table, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,8 @@ FIDELITY_COLUMNS = ["variant", "reference", "n_texts", "n_tokens", "perplexity",
 
 def heldout_texts(test_parquet: str | os.PathLike, max_texts: int | None = 32) -> list[str]:
     """The test split's templated prompts with their chosen answers: a deterministic subset."""
-    df = pd.read_parquet(test_parquet)
-    missing = [c for c in ("prompt_id", "category", "prompt", "chosen") if c not in df.columns]
-    if missing:
-        raise DataError(f"{test_parquet} lacks columns {missing}; fidelity needs the formatted test split.")
-    df = select_prompts(df, max_texts)
-    if df.empty:
-        raise DataError(f"{test_parquet} has no rows to measure fidelity on.")
+    df = select_prompts(read_table(test_parquet, ["prompt_id", "category", "prompt", "chosen"], "quant fidelity"),
+                        max_texts)
     return (df["prompt"] + df["chosen"]).tolist()
 
 

@@ -54,6 +54,21 @@ def _make_readable(path: Path) -> None:
         os.chmod(path, 0o644)
 
 
+def read_table(path: str | os.PathLike, columns, purpose: str):
+    """Read a parquet or CSV table; stop with a DataError naming the file if columns or rows are missing."""
+    import pandas as pd
+
+    from rulebound.errors import DataError
+
+    df = pd.read_csv(path) if str(path).endswith(".csv") else pd.read_parquet(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks columns {missing}; {purpose} needs {list(columns)}.")
+    if df.empty:
+        raise DataError(f"{path} has no rows; {purpose} needs at least one.")
+    return df
+
+
 def write_parquet(df, path: str | os.PathLike) -> None:
     """Write a DataFrame to parquet atomically, without pandas' index."""
     with atomic_path(path) as tmp:

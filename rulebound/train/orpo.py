@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rulebound.errors import ConfigError, DataError
-from rulebound.io import atomic_path, write_csv
+from rulebound.errors import ConfigError
+from rulebound.io import atomic_path, read_table, write_csv
 from rulebound.train.backend import LoraSettings, cuda_available, load_for_training
 from rulebound.train.card import write_model_card
 from rulebound.train.metrics import MetricsRecorder
@@ -30,12 +30,7 @@ def load_preference_data(path: str | os.PathLike):
     """
     from datasets import Dataset
 
-    df = pd.read_parquet(path)
-    missing = [c for c in PREFERENCE_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}; ORPO needs prompt, chosen and rejected.")
-    if df.empty:
-        raise DataError(f"{path} has no rows to train on.")
+    df = read_table(path, PREFERENCE_COLUMNS, "ORPO training")
     groups = df["request_id"].tolist() if "request_id" in df.columns else None
     return Dataset.from_pandas(df[list(PREFERENCE_COLUMNS)].reset_index(drop=True), preserve_index=False), groups
 
