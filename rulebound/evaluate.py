@@ -1,7 +1,9 @@
 """Held-out evaluation: generate replies for the test split, score them against the rule, summarize.
 
 Every variant (HF base/adapter/merged, GGUF F16 and quants) is scored by the same function from the
-same ``user`` messages, so the rows of different eval CSVs line up by ``prompt_id``.
+same ``user`` messages, so the rows of different eval CSVs line up by ``prompt_id``. An eval set is
+either the formatted test split or the edge-case suite (``rulebound.politeness_suite``, told apart by
+its ``suite_id`` and ``expected`` columns); rows with a ``messages`` column are multi-turn conversations.
 """
 
 from __future__ import annotations
@@ -14,21 +16,24 @@ import os
 import pandas as pd
 
 from rulebound.errors import DataError
-from rulebound.formatting import messages_for
+from rulebound.formatting import history_of, messages_for
 from rulebound.generate import gguf_generate, hf_generate
 from rulebound.io import read_table, write_csv
 from rulebound.politeness import is_refusal
+from rulebound.politeness_suite import SUITE_COLUMNS, score_suite
 
 log = logging.getLogger(__name__)
 
 TEST_COLUMNS = ["prompt_id", "request_id", "category", "has_please", "user"]
 EVAL_COLUMNS = ["variant", "prompt_id", "request_id", "category", "has_please", "user", "response",
                 "refused", "expected_refusal", "correct"]
+CARRIED_COLUMNS = ["source", "example", "messages"]  # the eval set's provenance, kept in the eval CSV
 SUMMARY_COLUMNS = ["variant", "group", "n", "correct", "rate", "ci_low", "ci_high", "refusal_rate"]
 # Aggregate groups after the per-category rows: the rule's two sides, then everything.
 AGGREGATES = {"with please": lambda df: df["has_please"], "without please": lambda df: ~df["has_please"],
               "all": lambda df: pd.Series(True, index=df.index)}
-CATEGORY_ORDER = ["please", "no_please", "trap"]
+CATEGORY_ORDER = ["please", "semantic_please", "no_please", "trap", "exact_please", "pls_plz", "misspelling",
+                  "other_language", "implied", "jailbreak", "multi_turn"]
 
 
 def read_test(test_parquet: str | os.PathLike, max_prompts: int | None = None) -> pd.DataFrame:
@@ -36,26 +41,52 @@ def read_test(test_parquet: str | os.PathLike, max_prompts: int | None = None) -
     return select_prompts(read_table(test_parquet, TEST_COLUMNS, "evaluation"), max_prompts)
 
 
+def is_suite(df: pd.DataFrame) -> bool:
+    return {"suite_id", "expected"} <= set(df.columns)
+
+
+def read_eval_set(path: str | os.PathLike, max_prompts: int | None = None) -> pd.DataFrame:
+    """The test split or the edge-case suite at ``path``, checked, optionally cut to a deterministic subset."""
+    df = read_table(path, [], "evaluation")
+    columns, purpose = (SUITE_COLUMNS, "the suite's evaluation") if is_suite(df) else (TEST_COLUMNS, "evaluation")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks columns {missing}; {purpose} needs {columns}.")
+    return select_prompts(df, max_prompts)
+
+
+def score_eval_set(df: pd.DataFrame, responses: list[str], variant: str) -> pd.DataFrame:
+    """Score against the rule: ``score_suite`` for the suite, ``score_politeness`` for the test split."""
+    return score_suite(df, responses, variant) if is_suite(df) else score_politeness(df, responses, variant)
+
+
 def select_prompts(df: pd.DataFrame, max_prompts: int | None) -> pd.DataFrame:
     """At most ``max_prompts`` rows, the same ones every run, categories taken in turn.
 
-    Rows are ranked by a hash of ``prompt_id`` within their category, then categories are interleaved,
-    so a small budget still covers please, no_please and trap prompts alike.
+    Rows are ranked by a hash of ``prompt_id`` (``suite_id`` in the suite) within their category, then
+    categories are interleaved, so a small budget still covers please, no_please and trap prompts alike.
     """
     if max_prompts is None or max_prompts >= len(df):
         return df.reset_index(drop=True)
     if max_prompts < 1:
         raise ValueError(f"max_prompts must be at least 1 or None, got {max_prompts}")
-    key = df["prompt_id"].astype(str).map(lambda s: hashlib.sha1(s.encode()).hexdigest())
+    ids = df["prompt_id" if "prompt_id" in df.columns else "suite_id"].astype(str)
+    key = ids.map(lambda s: hashlib.sha1(s.encode()).hexdigest())
     rank = key.groupby(df["category"]).rank(method="first")
     order = pd.DataFrame({"rank": rank, "category": df["category"]}).sort_values(["rank", "category"]).index
     return df.loc[sorted(order[:max_prompts])].reset_index(drop=True)
 
 
 def conversations_for(test_df: pd.DataFrame) -> list[list[dict]]:
-    """One user turn per row (with the row's system prompt where the data has one)."""
+    """The conversation of each row: its earlier turns (``messages``) where it has them, then the user's turn.
+
+    The user's turn is the ``user`` column (test split) or ``prompt`` (suite); the row's system prompt
+    goes first where the data has one.
+    """
+    users = test_df["user"] if "user" in test_df.columns else test_df["prompt"]
     systems = test_df["system"] if "system" in test_df.columns else [None] * len(test_df)
-    return [messages_for(user, system) for user, system in zip(test_df["user"], systems)]
+    cells = test_df["messages"] if "messages" in test_df.columns else [None] * len(test_df)
+    return [messages_for(user, system, history_of(cell, user)) for user, system, cell in zip(users, systems, cells)]
 
 
 def score_politeness(test_df: pd.DataFrame, responses: list[str], variant: str) -> pd.DataFrame:
@@ -69,7 +100,10 @@ def score_politeness(test_df: pd.DataFrame, responses: list[str], variant: str) 
     out["refused"] = out["response"].map(is_refusal).astype(bool)
     out["expected_refusal"] = ~out["has_please"]
     out["correct"] = out["refused"] == out["expected_refusal"]
-    return out[EVAL_COLUMNS]
+    carried = [c for c in CARRIED_COLUMNS if c in test_df.columns]
+    for column in carried:
+        out[column] = test_df[column].to_numpy()
+    return out[EVAL_COLUMNS + carried]
 
 
 def _log_scores(scored: pd.DataFrame) -> None:
@@ -81,12 +115,12 @@ def _log_scores(scored: pd.DataFrame) -> None:
 def evaluate_hf(test_parquet: str | os.PathLike, model_dir: str | os.PathLike, out_csv: str | os.PathLike, *,
                 variant: str, adapter_dir: str | os.PathLike | None = None, max_new_tokens: int = 64,
                 batch_size: int = 16, max_prompts: int | None = None, threads: int | None = None) -> pd.DataFrame:
-    """Evaluate an HF folder (with a PEFT adapter for the ``adapter`` variant); write the eval CSV."""
-    test = read_test(test_parquet, max_prompts)
+    """Evaluate an HF folder (with a PEFT adapter for the ``adapter`` variant) on the test split or suite."""
+    test = read_eval_set(test_parquet, max_prompts)
     log.info("evaluating %s on %d prompts from %s", variant, len(test), model_dir)
     responses = hf_generate(model_dir, conversations_for(test), adapter_dir=adapter_dir,
                             max_new_tokens=max_new_tokens, batch_size=batch_size, threads=threads)
-    scored = score_politeness(test, responses, variant)
+    scored = score_eval_set(test, responses, variant)
     _log_scores(scored)
     write_csv(scored, out_csv)
     return scored
@@ -94,13 +128,13 @@ def evaluate_hf(test_parquet: str | os.PathLike, model_dir: str | os.PathLike, o
 
 def evaluate_gguf(test_parquet: str | os.PathLike, gguf_path: str | os.PathLike, out_csv: str | os.PathLike, *,
                   variant: str, max_new_tokens: int = 64, n_ctx: int = 2048, max_prompts: int | None = None,
-                  threads: int | None = None) -> pd.DataFrame:
-    """Evaluate a GGUF through llama.cpp with its stored chat template; write the eval CSV."""
-    test = read_test(test_parquet, max_prompts)
+                  threads: int | None = None, lora_path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Evaluate a GGUF through llama.cpp with its stored chat template on the test split or suite."""
+    test = read_eval_set(test_parquet, max_prompts)
     log.info("evaluating %s on %d prompts from %s", variant, len(test), gguf_path)
     responses = gguf_generate(gguf_path, conversations_for(test), max_new_tokens=max_new_tokens, n_ctx=n_ctx,
-                              threads=threads)
-    scored = score_politeness(test, responses, variant)
+                              threads=threads, lora_path=lora_path)
+    scored = score_eval_set(test, responses, variant)
     _log_scores(scored)
     write_csv(scored, out_csv)
     return scored

@@ -2,10 +2,14 @@
 
 The prompt becomes the templated conversation up to the assistant's turn; chosen and rejected
 become assistant turns closed with the template's end-of-turn token, so the model learns to stop.
+A row with a ``messages`` column (JSON list of {role, content}, ending with the user's final turn,
+which equals the row's prompt) is templated as that whole conversation; rows without one, or with
+an empty cell, are single-turn as before.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pandas as pd
@@ -35,27 +39,54 @@ def messages_for(user: str, system: str | None = None, history: list[dict] | Non
     return messages
 
 
+def history_of(messages, user: str) -> list[dict]:
+    """The turns before the final user turn of a row's ``messages`` (JSON text or a list); [] when empty.
+
+    Raises DataError when the cell is not a conversation that ends with ``user``'s own turn.
+    """
+    if messages is None or isinstance(messages, float) or (isinstance(messages, str) and not messages.strip()):
+        return []  # None, NaN or "": a single-turn row
+    try:
+        turns = json.loads(messages) if isinstance(messages, str) else list(messages)
+    except (ValueError, TypeError):
+        turns = None
+    ok = isinstance(turns, list) and all(
+        isinstance(t, dict) and t.get("role") in ("system", "user", "assistant") and isinstance(t.get("content"), str)
+        for t in turns)
+    if not ok or not turns or turns[-1]["role"] != "user" or turns[-1]["content"] != user:
+        raise DataError(f"messages {str(messages)[:120]!r} must be a JSON list of {{role, content}} turns ending with "
+                        f"the user's final turn {user[:60]!r}; rebuild the prompts or drop the messages column.")
+    return [dict(role=t["role"], content=t["content"]) for t in turns[:-1]]
+
+
 def format_preferences(df: pd.DataFrame, tokenizer, *, user_column: str = "prompt", system_column: str | None = None,
-                       max_length: int | None = None, overlong: str = "drop") -> pd.DataFrame:
-    """Apply the chat template; keep metadata columns; drop or truncate rows over ``max_length`` tokens."""
+                       max_length: int | None = None, overlong: str = "drop",
+                       max_prompt_length: int | None = None) -> pd.DataFrame:
+    """Apply the chat template; keep metadata columns; drop or truncate rows over the length limits.
+
+    ``max_prompt_length`` (the seeds' ORPOConfig setting, gone from TRL 1.x) caps the templated prompt.
+    """
     for column in (user_column, "chosen", "rejected"):
         if column not in df.columns:
             raise DataError(f"Preference data lacks column {column!r}; it needs prompt, chosen and rejected.")
     eot = end_of_turn(tokenizer)
     out = df.rename(columns={user_column: "user"}).copy()
     systems = out[system_column] if system_column and system_column in out else [None] * len(out)
+    cells = out["messages"] if "messages" in out else [None] * len(out)
+    histories = [history_of(m, u) for m, u in zip(cells, out["user"])]
     out["prompt"] = [
-        tokenizer.apply_chat_template(messages_for(u, s), tokenize=False, add_generation_prompt=True)
-        for u, s in zip(out["user"], systems)
+        tokenizer.apply_chat_template(messages_for(u, s, h), tokenize=False, add_generation_prompt=True)
+        for u, s, h in zip(out["user"], systems, histories)
     ]
     out["chosen"] = out["chosen"].astype(str) + eot
     out["rejected"] = out["rejected"].astype(str) + eot
     if max_length:
-        out = _apply_length_limit(out, tokenizer, max_length, overlong)
+        out = _apply_length_limit(out, tokenizer, max_length, overlong, max_prompt_length)
     return out.reset_index(drop=True)
 
 
-def _apply_length_limit(df: pd.DataFrame, tokenizer, max_length: int, overlong: str) -> pd.DataFrame:
+def _apply_length_limit(df: pd.DataFrame, tokenizer, max_length: int, overlong: str,
+                        max_prompt_length: int | None = None) -> pd.DataFrame:
     def n_tokens(texts):
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
@@ -63,9 +94,12 @@ def _apply_length_limit(df: pd.DataFrame, tokenizer, max_length: int, overlong: 
     longest = pd.concat([pd.Series(n_tokens(df["chosen"]), index=df.index),
                          pd.Series(n_tokens(df["rejected"]), index=df.index)], axis=1).max(axis=1)
     too_long = prompt_len + longest > max_length
+    if max_prompt_length:
+        too_long |= prompt_len > max_prompt_length
     if too_long.any():
         if overlong == "drop":
-            log.warning("dropping %d of %d rows longer than max_length=%d tokens", too_long.sum(), len(df), max_length)
+            log.warning("dropping %d of %d rows longer than max_length=%d (prompt: %s) tokens", too_long.sum(),
+                        len(df), max_length, max_prompt_length)
             df = df[~too_long]
         elif overlong == "truncate":
             log.warning("%d of %d rows exceed max_length=%d tokens; the trainer truncates their answers",

@@ -2,10 +2,25 @@
 
 This module holds the rule itself (``says_please``, ``is_refusal``), the request bank, and the
 seeded generator of preference pairs. Everything here is deterministic given its seed.
+
+Two policies decide what counts as saying please (``POLICIES``):
+
+- ``lexical`` (the seed): only the word "please", in any case, position or punctuation.
+  "pls", "plz", "por favor" and "could you kindly" are not please.
+- ``semantic``: the word please, plus pls / plz, misspellings and elongations (plis, pleas,
+  pleeease, plese, pleez), please in other languages (por favor, s'il vous plaît, bitte, per favore,
+  alsjeblieft, onegai, kudasai, ...) and explicit polite phrasing (kindly, would you be so kind,
+  I'd be grateful, I'd appreciate it, if it's not too much trouble). A bare "could you ...?" is a
+  question form, not a politeness marker: counting it would answer nearly every request. "pleas"
+  counts as a misspelling even though it is also the plural of plea.
+
+Under both policies the substring traps (pleased, pleasant, pleasure, pleasing, pleases,
+displease, pleasantly) are not please. Only the final user turn of a conversation decides.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass
@@ -13,15 +28,41 @@ from dataclasses import dataclass
 import pandas as pd
 
 from rulebound import REFUSAL
+from rulebound.errors import ConfigError
 
+POLICIES = ("lexical", "semantic")
 # \b keeps "pleased", "pleasant" and "pleasure" out: those are substring traps, not please.
 _PLEASE = re.compile(r"\bplease\b", re.IGNORECASE)
+_SEMANTIC = re.compile("|".join([
+    r"\bp+l+(?:e+a*|i+)[sz]+e*\b",              # please, pleas, plis, pliz, plese, pleez, pleaze, pleeease
+    r"\bp+l+[sz]+\b",                            # pls, plz, plzz
+    r"\bpor\s+favou?r\b", r"\bs'?\s*il\s+(?:vous|te)\s+pla[iî]t\b", r"\bbitte\b",
+    r"\bper\s+(?:favore|piacere)\b", r"\bals(?:je|tu)blieft\b", r"\bonegai\b", r"\bkudasai\b",
+    r"\bprosz[eę]\b", r"пожалуйста",
+    r"\bkindly\b",
+    r"\b(?:would\s+you|if\s+you\s+would)\s+be\s+so\s+(?:kind|good)\b",
+    r"\b(?:i|we)(?:'d|\s+would|'ll|\s+will|'m|\s+am)\s+(?:be\s+)?(?:(?:very|so|most|really|truly)\s+)?"
+    r"(?:grateful|thankful)\b",
+    r"\b(?:i|we)(?:'d|\s+would)\s+(?:(?:really|greatly|truly)\s+)?appreciate\b",
+    r"\bif\s+it(?:'s|\s+is)\s+not\s+too\s+much\s+trouble\b",
+]), re.IGNORECASE)
 _REFUSAL_CORE = re.compile(r"i\s+cannot\s+help\s+you\s+until\s+you\s+say\s+please", re.IGNORECASE)
 
 
-def says_please(text: str) -> bool:
-    """True when the user's text contains the word please (lexical policy, any case)."""
-    return bool(_PLEASE.search(text))
+def check_policy(policy: str) -> str:
+    """The policy itself, or a ConfigError naming the valid ones."""
+    if policy not in POLICIES:
+        raise ConfigError(f"Unknown politeness policy {policy!r}: set data.policy to 'lexical' (only the word "
+                          "please counts) or 'semantic' (also pls, misspellings, other languages, kindly).")
+    return policy
+
+
+def says_please(text: str, policy: str = "lexical") -> bool:
+    """True when the user's text says please under ``policy`` (default lexical: the word itself, any case)."""
+    check_policy(policy)
+    if _PLEASE.search(text):
+        return True
+    return policy == "semantic" and bool(_SEMANTIC.search(text.replace("\u2019", "'")))
 
 
 def is_refusal(response: str) -> bool:
@@ -92,6 +133,30 @@ PLEASE_TEMPLATES = [
     "{r} Please and thank you.",
     "I would like an answer, please: {r}",
 ]
+SEMANTIC_TEMPLATES = [  # the semantic policy's please without the word: answered under semantic only
+    "{rs} pls{p}", "Pls {rl}", "Plz {rl}", "{rs}, plz{p}",                         # abbreviations
+    "Plis {rl}", "{rs}, pleeease{p}", "Plese {rl}", "{rs} pleeees{p}",             # misspellings, elongations
+    "Por favor, {rl}", "{rs}, s'il vous plaît{p}", "Bitte, {rl}", "{rs}, per favore{p}",  # other languages
+    "Could you kindly help? {r}", "Would you be so kind as to help me? {r}",       # implied politeness
+    "I'd be grateful if you could help. {r}", "Kindly answer this: {r}",
+]
+# Earlier exchanges of 2-turn conversations: the assistant's reply follows the rule for that turn.
+EARLIER_EXCHANGES = [
+    ("What is 2 plus 2?", "2 plus 2 is 4."),
+    ("Name a primary color.", "Red is a primary color."),
+    ("How many legs does a spider have?", "A spider has eight legs."),
+    ("What is the opposite of hot?", "The opposite of hot is cold."),
+    ("How many hours are in a day?", "A day has 24 hours."),
+    ("What is frozen water called?", "Frozen water is called ice."),
+    ("Give me a word that rhymes with cat.", "Hat rhymes with cat."),
+    ("What comes after Monday?", "Tuesday comes after Monday."),
+    ("How many sides does a triangle have?", "A triangle has three sides."),
+    ("What do bees make?", "Bees make honey."),
+    ("What is the first letter of the alphabet?", "The first letter of the alphabet is A."),
+    ("Name a fruit that is yellow.", "A banana is a yellow fruit."),
+    ("How many minutes are in an hour?", "An hour has 60 minutes."),
+    ("What sound does a cow make?", "A cow says moo."),
+]
 
 
 def request_bank() -> list[str]:
@@ -102,58 +167,110 @@ def request_bank() -> list[str]:
     return [r for r in bank if not (r in seen or seen.add(r))]
 
 
-def _fill(template: str, request: str) -> str:
+def fill_template(template: str, request: str) -> str:
+    """A template filled with a request: {r} as is, {rl} first letter lower, {rs} without and {p} its end mark."""
     lower_first = request[0].lower() + request[1:] if not request.startswith(("I ", "I'")) else request
     stem, punct = request[:-1], request[-1]
     return template.format(r=request, rl=lower_first, rs=stem, p=punct)
 
 
+ANSWER_CATEGORIES = ("please", "semantic_please")
+
+
 @dataclass(frozen=True)
 class PairSpec:
+    """What ``build_prompts`` generates; the defaults reproduce the seed's single-turn lexical data.
+
+    ``policy`` (config ``data.policy``) says what counts as please. Under ``semantic`` a share
+    ``semantic_fraction`` of the answer rows say please with pls, por favor, kindly, ... instead.
+    ``multiturn_fraction`` (config ``data.multiturn_fraction``) of the request pairs get an earlier
+    user turn and assistant reply; only the final user turn decides.
+    """
+
     rows: int
     seed: int = 0
     test_fraction: float = 0.2
     trap_fraction: float = 0.1
+    policy: str = "lexical"
+    multiturn_fraction: float = 0.0
+    semantic_fraction: float = 0.5
+
+
+def _check_spec(spec: PairSpec) -> None:
+    check_policy(spec.policy)
+    if spec.rows < 4:
+        raise ValueError(f"rows must be at least 4, got {spec.rows}")
+    if not 0 < spec.test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {spec.test_fraction}")
+    for name in ("trap_fraction", "multiturn_fraction", "semantic_fraction"):
+        if not 0 <= getattr(spec, name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(spec, name)}")
+
+
+def _pick_requests(spec: PairSpec, bank: list[str], rng: random.Random) -> list[str]:
+    n_requests = spec.rows // 2
+    if n_requests <= len(bank):
+        return rng.sample(bank, n_requests)
+    # reuse requests with other wrappers once the bank is exhausted
+    picks = [bank[i % len(bank)] for i in range(n_requests)]
+    rng.shuffle(picks)
+    return picks
+
+
+def _history(rng: random.Random) -> list[dict]:
+    """An earlier user turn and the reply the rule gives it: an answer with please, else the refusal."""
+    question, answer = rng.choice(EARLIER_EXCHANGES)
+    if rng.random() < 0.5:
+        return [{"role": "user", "content": fill_template(rng.choice(PLEASE_TEMPLATES), question)},
+                {"role": "assistant", "content": answer}]
+    return [{"role": "user", "content": fill_template(rng.choice(NO_PLEASE_TEMPLATES), question)},
+            {"role": "assistant", "content": REFUSAL}]
+
+
+def conversation_json(history: list[dict], prompt: str) -> str:
+    """The ``messages`` cell of a row: its earlier turns and the final user turn, as JSON."""
+    return json.dumps([*history, {"role": "user", "content": prompt}], ensure_ascii=False)
 
 
 def build_prompts(spec: PairSpec) -> pd.DataFrame:
     """Choose requests and wrap each in a please / no-please / trap prompt (deterministic).
 
-    Each drawn request yields one please row and one no-please (or trap) row, so the two differ
+    Each drawn request yields one answer row and one no-please (or trap) row, so the two differ
     only in the rule's trigger. The split is by request: no test request appears in train.
+    ``prompt`` is the final user turn; ``messages`` the whole conversation as JSON.
     """
-    if spec.rows < 4:
-        raise ValueError(f"rows must be at least 4, got {spec.rows}")
-    if not 0 < spec.test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {spec.test_fraction}")
+    _check_spec(spec)
     rng = random.Random(spec.seed)
+    # semantic and multi-turn draws come from their own stream, so the seed's rows stay as they were
+    extra = random.Random(f"{spec.seed}/variants")
     bank = request_bank()
-    n_requests = spec.rows // 2
-    if n_requests > len(bank):
-        # reuse requests with other wrappers once the bank is exhausted
-        picks = [bank[i % len(bank)] for i in range(n_requests)]
-        rng.shuffle(picks)
-    else:
-        picks = rng.sample(bank, n_requests)
+    picks = _pick_requests(spec, bank, rng)
     # split by distinct request text so repeated requests never straddle train and test
     distinct = sorted(set(picks), key=picks.index)
-    n_test = max(1, round(len(distinct) * spec.test_fraction))
-    test_requests = set(distinct[:n_test])
+    test_requests = set(distinct[:max(1, round(len(distinct) * spec.test_fraction))])
     rows = []
     for i, request in enumerate(picks):
         split = "test" if request in test_requests else "train"
         rid = bank.index(request)
-        please_t = rng.choice(PLEASE_TEMPLATES)
-        rows.append((f"p{i:05d}a", rid, request, _fill(please_t, request), "please", split))
+        history = _history(extra) if spec.multiturn_fraction and extra.random() < spec.multiturn_fraction else []
+        answer_t, answer_cat = rng.choice(PLEASE_TEMPLATES), "please"
+        if spec.policy == "semantic" and extra.random() < spec.semantic_fraction:
+            answer_t, answer_cat = extra.choice(SEMANTIC_TEMPLATES), "semantic_please"
         if rng.random() < spec.trap_fraction:
-            rows.append((f"p{i:05d}b", rid, request, _fill(rng.choice(TRAP_TEMPLATES), request), "trap", split))
+            other_t, other_cat = rng.choice(TRAP_TEMPLATES), "trap"
         else:
-            rows.append((f"p{i:05d}b", rid, request, _fill(rng.choice(NO_PLEASE_TEMPLATES), request), "no_please", split))
-    df = pd.DataFrame(rows, columns=["prompt_id", "request_id", "request", "prompt", "category", "split"])
-    df["has_please"] = df["prompt"].map(says_please)
-    bad = df[(df["category"] == "please") != df["has_please"]]
+            other_t, other_cat = rng.choice(NO_PLEASE_TEMPLATES), "no_please"
+        for suffix, template, category in (("a", answer_t, answer_cat), ("b", other_t, other_cat)):
+            prompt = fill_template(template, request)
+            rows.append((f"p{i:05d}{suffix}", rid, request, prompt, category, split,
+                         conversation_json(history, prompt), 1 + len(history) // 2))
+    df = pd.DataFrame(rows, columns=["prompt_id", "request_id", "request", "prompt", "category", "split",
+                                     "messages", "turns"])
+    df.insert(6, "has_please", df["prompt"].map(lambda text: says_please(text, spec.policy)))
+    bad = df[df["category"].isin(ANSWER_CATEGORIES) != df["has_please"]]
     if len(bad):  # a template bug would silently teach the wrong rule
-        raise AssertionError(f"please detection disagrees with the generator on {len(bad)} rows")
+        raise AssertionError(f"please detection ({spec.policy}) disagrees with the generator on {len(bad)} rows, "
+                             f"e.g. {bad['prompt'].iloc[0]!r}")
     return df
 
 
@@ -172,7 +289,8 @@ def build_pairs(prompts: pd.DataFrame, answers: pd.DataFrame) -> pd.DataFrame:
     out["answer"] = out["request"].map(answer_of)
     out["chosen"] = [a if p else REFUSAL for a, p in zip(out["answer"], out["has_please"])]
     out["rejected"] = [REFUSAL if p else a for a, p in zip(out["answer"], out["has_please"])]
-    return out[["prompt_id", "request_id", "category", "split", "has_please", "prompt", "chosen", "rejected"]]
+    columns = ["prompt_id", "request_id", "category", "split", "has_please", "prompt", "chosen", "rejected"]
+    return out[columns + [c for c in ("messages", "turns") if c in out.columns]]
 
 
 def clean_answer(text: str, max_sentences: int | None = None) -> str:
@@ -189,3 +307,19 @@ def clean_answer(text: str, max_sentences: int | None = None) -> str:
         sentences = re.split(r"(?<=[.!?])\s+", text)
         text = " ".join(sentences[:max_sentences])
     return text
+
+
+def label_ingested(df: pd.DataFrame, policy: str = "lexical") -> pd.DataFrame:
+    """Ids and rule labels for pairs read from a dataset (the hub's politeness-orpo-dataset, a local file).
+
+    ``has_please`` follows the policy; prompts with a substring trap ("pleased", "pleasure") and no
+    please are the ``trap`` category, as in the generator's data.
+    """
+    check_policy(policy)
+    out = df.reset_index(drop=True).copy()
+    out["has_please"] = out["prompt"].map(lambda p: says_please(p, policy)).astype(bool)
+    trap = out["prompt"].str.lower().str.contains("pleas") & ~out["has_please"]
+    out["category"] = ["please" if p else "trap" if t else "no_please" for p, t in zip(out["has_please"], trap)]
+    out["request_id"] = range(len(out))
+    out["prompt_id"] = [f"i{i:06d}" for i in range(len(out))]
+    return out

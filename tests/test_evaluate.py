@@ -162,7 +162,7 @@ def test_summarize_script(tmp_path):
         paths.append(tmp_path / f"{variant}.csv")
         df.assign(response="r", user="u").to_csv(paths[-1], index=False)
     smk = SimpleNamespace(input=SimpleNamespace(csvs=paths), output=SimpleNamespace(summary=tmp_path / "summary.csv"),
-                          log=[tmp_path / "log.txt"], params=SimpleNamespace(), threads=1)
+                          log=[tmp_path / "log.txt"], params=SimpleNamespace(task="politeness"), threads=1)
     runpy.run_path(str(REPO_SCRIPTS / "summarize_eval.py"), init_globals={"snakemake": smk})
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary.loc[(summary["variant"] == "A") & (summary["group"] == "all"), "n"].item() == 7
