@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rulebound.errors import DataError, RuleboundError
+from rulebound.errors import DataError
 from rulebound.evaluate import select_prompts
 from rulebound.io import atomic_path, read_table, write_csv
 
@@ -38,12 +37,9 @@ def heldout_texts(test_parquet: str | os.PathLike, max_texts: int | None = 32) -
 
 
 def _load(gguf_path, n_ctx: int, threads: int | None):
-    from llama_cpp import Llama
+    from rulebound.generate import open_gguf
 
-    if not Path(gguf_path).is_file():
-        raise RuleboundError(f"GGUF file {gguf_path} does not exist.")
-    return Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, verbose=False,
-                 n_threads=threads or os.cpu_count())
+    return open_gguf(gguf_path, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=threads or os.cpu_count())
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,11 +1,13 @@
 """Greedy generation from an HF folder (optionally with a PEFT adapter) or from a GGUF file.
 
 Both take conversations (lists of ``{"role", "content"}`` messages) and apply the model's own
-chat template, so what is evaluated is what a user of that artifact would get.
+chat template, so what is evaluated is what a user of that artifact would get. Both can ban a letter
+(``ban_letter="e"``): every token whose text holds it is masked out, the lipogram seed's constrained decoding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -62,8 +64,13 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 def hf_generate(model_dir: str | os.PathLike, conversations: list[list[dict]], *,
                 adapter_dir: str | os.PathLike | None = None, max_new_tokens: int = 64, batch_size: int = 16,
-                threads: int | None = None, system_prompt: str | None = None) -> list[str]:
-    """Greedy replies (new text only, special tokens skipped, stripped), in the order of ``conversations``."""
+                threads: int | None = None, system_prompt: str | None = None,
+                ban_letter: str | None = None) -> list[str]:
+    """Greedy replies (new text only, special tokens skipped, stripped), in the order of ``conversations``.
+
+    ``ban_letter`` (e.g. ``"e"``) masks every token containing that letter, in either case; special tokens
+    such as the end of turn stay allowed.
+    """
     import torch
 
     if not conversations:
@@ -74,13 +81,26 @@ def hf_generate(model_dir: str | os.PathLike, conversations: list[list[dict]], *
     try:
         model, tokenizer = load_hf_model(model_dir, adapter_dir)
         return _generate_sorted(model, tokenizer, _with_system(conversations, system_prompt),
-                                max_new_tokens=max_new_tokens, batch_size=batch_size)
+                                max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                logits_processor=_hf_letter_ban(tokenizer, ban_letter))
     finally:
         torch.set_num_threads(previous_threads)  # a library call should not leave the process retuned
 
 
+def _hf_letter_ban(tokenizer, letter: str | None):
+    if not letter:
+        return None
+    from transformers import LogitsProcessorList
+
+    from rulebound.lipogram import BanTokens, banned_token_ids
+
+    ids = banned_token_ids(tokenizer, letter)
+    log.info("constrained decoding: %d of %d tokens contain %r and are banned", len(ids), len(tokenizer), letter)
+    return LogitsProcessorList([BanTokens(ids)])
+
+
 def _generate_sorted(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int,
-                     batch_size: int) -> list[str]:
+                     batch_size: int, logits_processor=None) -> list[str]:
     import torch
     from transformers import GenerationConfig
 
@@ -96,7 +116,7 @@ def _generate_sorted(model, tokenizer, conversations: list[list[dict]], *, max_n
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
             enc = tokenizer([texts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt")
-            out = model.generate(**enc, generation_config=config)
+            out = model.generate(**enc, generation_config=config, logits_processor=logits_processor)
             new = out[:, enc["input_ids"].shape[1]:]
             for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 replies[i] = text.strip()
@@ -105,27 +125,78 @@ def _generate_sorted(model, tokenizer, conversations: list[list[dict]], *, max_n
     return replies
 
 
-def gguf_generate(gguf_path: str | os.PathLike, conversations: list[list[dict]], *, max_new_tokens: int = 64,
-                  n_ctx: int = 2048, threads: int | None = None,
-                  lora_path: str | os.PathLike | None = None) -> list[str]:
-    """Greedy replies through llama.cpp's chat completion, with the template stored in the GGUF."""
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def without_amx_buffers():
+    """Wrap ``Llama(...)``: on a CPU with AMX, load weights without llama.cpp's extra CPU buffer types.
+
+    With llama-cpp-python 0.3.36 on an AMX Xeon, any prompt of 2+ tokens on Q4_1, Q8_0 or Q4_K_M weights
+    segfaults in the AMX matmul (F16 is fine; ggml-org/llama.cpp#20824). ``Llama()`` has no switch for
+    ``use_extra_bufts``, so its default model params are patched while the model loads. Without AMX
+    nothing changes and weight repacking stays on. Every ``Llama`` that evaluates prompts needs this.
+    """
+    if not _cpu_has_amx():
+        yield
+        return
+    import llama_cpp.llama as llama_module
+
+    bindings = llama_module.llama_cpp
+    default_params = bindings.llama_model_default_params
+
+    def params():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    bindings.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = default_params
+
+
+def open_gguf(gguf_path: str | os.PathLike, **kwargs):
+    """``llama_cpp.Llama`` for a GGUF file, loaded so that it can evaluate prompts on any CPU (see above)."""
     from llama_cpp import Llama
 
     if not Path(gguf_path).is_file():
         raise RuleboundError(f"GGUF file {gguf_path} does not exist.")
-    llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=threads or os.cpu_count(), verbose=False,
-                lora_path=str(lora_path) if lora_path else None)
+    with without_amx_buffers():
+        return Llama(model_path=str(gguf_path), **{"verbose": False, **kwargs})
+
+
+def gguf_generate(gguf_path: str | os.PathLike, conversations: list[list[dict]], *, max_new_tokens: int = 64,
+                  n_ctx: int = 2048, threads: int | None = None,
+                  lora_path: str | os.PathLike | None = None, ban_letter: str | None = None) -> list[str]:
+    """Greedy replies through llama.cpp's chat completion, with the template stored in the GGUF.
+
+    ``ban_letter`` bans the same tokens as in ``hf_generate``, judged by the GGUF's own vocabulary.
+    """
+
+    llm = open_gguf(gguf_path, n_ctx=n_ctx, n_threads=threads or os.cpu_count(),
+                    lora_path=str(lora_path) if lora_path else None)
     if not llm.metadata.get("tokenizer.chat_template"):
         # llama-cpp-python would silently fall back to a generic format: the numbers would be meaningless.
         raise RuleboundError(
             f"{gguf_path} carries no tokenizer.chat_template; re-export it from a model folder whose "
             "tokenizer_config.json (or chat_template.jinja) holds the chat template."
         )
+    ban = {}
+    if ban_letter:
+        from rulebound.lipogram import llama_ban_kwargs
+
+        ban = llama_ban_kwargs(llm, ban_letter)
     replies = []
     start = time.perf_counter()
     for messages in conversations:
         result = llm.create_chat_completion(messages=messages, temperature=0.0, top_k=1, max_tokens=max_new_tokens,
-                                            seed=0)
+                                            seed=0, **ban)
         replies.append((result["choices"][0]["message"]["content"] or "").strip())
     elapsed = time.perf_counter() - start
     log.info("generated %d replies with %s in %.1f s (%.2f s per prompt)",
