@@ -8,8 +8,10 @@ downstream are the same.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rulebound.errors import ConfigError
 
@@ -94,16 +96,26 @@ def load_for_training(
     load_in_4bit: bool = False,
     precision: str = "auto",
     gradient_checkpointing: bool = False,
+    init_adapter: str | None = None,
 ):
-    """Load ``model_dir`` with LoRA adapters attached. Returns (peft_model, tokenizer, backend)."""
+    """Load ``model_dir`` with LoRA adapters attached. Returns (peft_model, tokenizer, backend).
+
+    With ``init_adapter`` (a PEFT adapter folder, e.g. SFT's before GRPO) the LoRA starts from that adapter's
+    weights and shape, trainable, instead of from scratch; ``lora`` then only gives the seed.
+    """
     backend = resolve_backend(backend)
     dtype = training_dtype(backend, precision)
     if load_in_4bit and not cuda_available():
         raise ConfigError("train.load_in_4bit needs a CUDA GPU (bitsandbytes); set it to false on CPU.")
+    if init_adapter:
+        lora = adapter_lora_settings(init_adapter, seed=lora.seed)
     if backend == "unsloth":
         model, tokenizer = _load_unsloth(model_dir, lora, dtype, max_seq_length, load_in_4bit, gradient_checkpointing)
+        if init_adapter:
+            _load_adapter_weights(model, init_adapter)
     else:
-        model, tokenizer = _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing)
+        model, tokenizer = _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing,
+                                              init_adapter)
     log.info("backend=%s dtype=%s 4bit=%s trainable=%s", backend, dtype, load_in_4bit, _trainable(model))
     return model, tokenizer, backend
 
@@ -114,9 +126,34 @@ def _trainable(model) -> str:
     return f"{trainable:,}/{total:,}"
 
 
-def _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing):
+def adapter_lora_settings(adapter_dir: str, seed: int = 3407) -> LoraSettings:
+    """The LoRA shape an existing adapter folder was trained with (its adapter_config.json)."""
+    config_path = Path(adapter_dir) / "adapter_config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"The initial adapter {adapter_dir} has no adapter_config.json: train the method it "
+                          "starts from first, or point init at a PEFT adapter folder.")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    targets = config.get("target_modules") or ALL_LINEAR
+    return LoraSettings(r=int(config.get("r", 16)), alpha=int(config.get("lora_alpha", 16)),
+                        dropout=float(config.get("lora_dropout", 0.0)),
+                        target_modules=[targets] if isinstance(targets, str) else sorted(targets), seed=seed)
+
+
+def _load_adapter_weights(model, adapter_dir: str) -> None:
+    """Copy a saved adapter's weights into a PEFT model built with the same LoRA shape (the Unsloth path)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ConfigError(f"The initial adapter {adapter_dir} does not fit the model (missing {missing[:3]}, "
+                          f"unexpected {list(result.unexpected_keys)[:3]}): was it trained on another base model?")
+
+
+def _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing, init_adapter=None):
     import torch
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"dtype": dtype}
@@ -136,7 +173,10 @@ def _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpoint
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     torch.manual_seed(lora.seed)
-    model = get_peft_model(model, lora.peft_config())
+    if init_adapter:
+        model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, lora.peft_config())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer
 

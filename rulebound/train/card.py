@@ -21,9 +21,22 @@ def hub_base_model(source: str) -> str:
     return Path(value).name
 
 
+def method_settings(method: str, cfg: dict) -> str:
+    """The settings only this training method has, for the card's settings list."""
+    if method == "sft":
+        return f"max length {cfg.get('max_length')}, loss on the assistant's answer only"
+    if method == "grpo":
+        rewards = ", ".join(r if isinstance(r, str) else str(r.get("name")) for r in cfg.get("rewards", []))
+        kl = cfg.get("kl_beta", cfg.get("beta", 0.0))
+        return (f"{cfg.get('num_generations')} generations per prompt of at most {cfg.get('max_completion_length')} "
+                f"tokens, temperature {cfg.get('temperature', 1.0)}, KL beta {kl}, rewards: {rewards}, "
+                f"started from: {cfg.get('init') or 'the base model'}")
+    return f"beta {cfg.get('beta', 0.1)}, max length {cfg.get('max_length')}"
+
+
 def card_text(*, base_model: str, experiment: str, cfg: dict, backend: str, trainer: str,
               metrics: pd.DataFrame, summary: dict | None = None, method: str = "orpo") -> str:
-    tags = TAGS + [method, experiment]
+    tags = TAGS + [method, experiment.replace("/", "-")]  # lipogram runs are named lipogram/<method>
     lora = cfg.get("lora", {})
     last = metrics.iloc[-1].to_dict() if len(metrics) else {}
     final = "\n".join(f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, float) and k != "epoch")
@@ -51,7 +64,7 @@ model = AutoPeftModelForCausalLM.from_pretrained("<this folder>")
 targets={', '.join(lora.get('target_modules', []))}
 - learning rate {cfg.get('learning_rate')}, schedule {cfg.get('lr_scheduler_type', 'linear')}, \
 batch {cfg.get('batch_size')} x accumulation {cfg.get('gradient_accumulation_steps', 1)}, \
-steps {cfg.get('max_steps', -1)}, beta {cfg.get('beta', 0.1)}, max length {cfg.get('max_length')}
+steps {cfg.get('max_steps', -1)}, {method_settings(method, cfg)}
 
 ## Last logged step
 

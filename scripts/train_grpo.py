@@ -1,0 +1,17 @@
+"""GRPO LoRA training with the configured rewards, from the base model or another method's adapter (rule train_grpo)."""
+
+from rulebound.io import setup_logging
+from rulebound.train.grpo import train_grpo
+
+setup_logging(snakemake.log[0])
+train_grpo(
+    model_dir=snakemake.input.model,
+    base_model=snakemake.params.base,
+    prompts_parquet=snakemake.input.prompts,
+    adapter_dir=snakemake.output.adapter,
+    metrics_csv=snakemake.output.metrics,
+    cfg=snakemake.params.train,
+    experiment=snakemake.wildcards.experiment,
+    threads=snakemake.threads,
+    init_adapter=snakemake.input.get("init_adapter"),
+)

@@ -1,0 +1,16 @@
+"""SFT LoRA training on the lipogram answers (rule train_sft)."""
+
+from rulebound.io import setup_logging
+from rulebound.train.sft import train_sft
+
+setup_logging(snakemake.log[0])
+train_sft(
+    model_dir=snakemake.input.model,
+    base_model=snakemake.params.base,
+    train_parquet=snakemake.input.train,
+    adapter_dir=snakemake.output.adapter,
+    metrics_csv=snakemake.output.metrics,
+    cfg=snakemake.params.train,
+    experiment=snakemake.wildcards.experiment,
+    threads=snakemake.threads,
+)
