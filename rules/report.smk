@@ -3,8 +3,9 @@
 
 rule plot_report:
     input:
-        metrics=rules.train_orpo.output.metrics,
+        metrics=run_metrics,
         summary=rules.summarize_eval.output.summary,
+        evals=eval_csvs,
     output:
         curves=report(
             "results/{experiment}/report/training_curves.png",
@@ -16,8 +17,12 @@ rule plot_report:
             "results/{experiment}/report/eval.png",
             category="{experiment}",
             subcategory="Evaluation",
-            labels={"figure": "correct rate per variant"},
+            labels={"figure": "evaluation per variant"},
         ),
+    params:
+        task=experiment_task,
+    wildcard_constraints:
+        experiment=one_of(EXPERIMENTS),
     log:
         "logs/plot_report/{experiment}.log",
     conda:
@@ -31,6 +36,8 @@ rule render_report:
         report_inputs,
     output:
         html=report("results/report.html", category="Report", labels={"page": "rulebound report"}),
+    params:
+        tasks=TASKS,
     log:
         "logs/render_report/report.log",
     conda:

@@ -1,9 +1,13 @@
-"""Training curves and the per-variant correct rate figure (rule plot_report)."""
+"""Training curves and the evaluation figure of one experiment (rule plot_report)."""
 
 from rulebound.io import setup_logging
-from rulebound.report import plot_eval, plot_training_curves
+from rulebound.tasks import plot
 
 log = setup_logging(snakemake.log[0])
-panels = plot_training_curves(snakemake.input.metrics, snakemake.output.curves)
-log.info("training panels: %s", ", ".join(panels) or "none")
-plot_eval(snakemake.input.summary, snakemake.output.eval)
+readings = plot(snakemake.params.task, metrics_csvs=list(snakemake.input.metrics),
+                summary_csv=snakemake.input.summary, eval_csvs=list(snakemake.input.evals),
+                curves_png=snakemake.output.curves, eval_png=snakemake.output.eval)
+for reading in readings:
+    log.info("training panel %s", reading)
+if not readings:
+    log.warning("no training panel could be drawn from %s", ", ".join(map(str, snakemake.input.metrics)))
