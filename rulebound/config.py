@@ -71,6 +71,10 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     return config
 
 
+RESERVED_NAMES = {"all", "publish", "reproduce"}  # rule names: an experiment is also a target rule
+LIPOGRAM_BASELINES = {"base", "prompt", "constrained"}
+
+
 def check_semantics(config: dict) -> None:
     problems = []
     for name, model in config["models"].items():
@@ -79,26 +83,94 @@ def check_semantics(config: dict) -> None:
         except ConfigError as exc:
             problems.append(f"models.{name}.source: {exc}")
     for name, exp in config["experiments"].items():
+        where = f"experiments.{name}"
+        if name in RESERVED_NAMES:
+            problems.append(f"{where}: the name {name!r} is a rule of the pipeline; rename the experiment")
         if exp["model"] not in config["models"]:
             problems.append(
-                f"experiments.{name}.model = {exp['model']!r} is not defined under models: "
+                f"{where}.model = {exp['model']!r} is not defined under models: "
                 f"(defined: {', '.join(config['models'])})"
             )
-        train = exp.get("train", {})
-        if train.get("nll_scope") == "completion" and train.get("trainer") == "trl":
-            problems.append(
-                f"experiments.{name}.train.nll_scope = 'completion' needs trainer: fused "
-                "(TRL's own ORPOTrainer always takes the NLL over prompt and answer: use nll_scope: full)"
-            )
-        quants = set(exp.get("export", {}).get("quants", []))
-        for variant in exp.get("evaluate", {}).get("variants", []):
-            if variant in GGUF_VARIANTS - {"F16"} and variant not in quants:
-                problems.append(
-                    f"experiments.{name}.evaluate.variants has {variant} but export.quants does not build it "
-                    f"(export.quants: {', '.join(sorted(quants)) or 'none'})"
-                )
+        if exp["task"] == "lipogram":
+            problems += _lipogram_problems(where, exp)
+        else:
+            problems += _preference_problems(where, exp)
     if problems:
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _preference_problems(where: str, exp: dict) -> list[str]:
+    problems = []
+    train = exp.get("train", {})
+    if train.get("nll_scope") == "completion" and train.get("trainer") == "trl":
+        problems.append(
+            f"{where}.train.nll_scope = 'completion' needs trainer: fused "
+            "(TRL's own ORPOTrainer always takes the NLL over prompt and answer: use nll_scope: full)"
+        )
+    quants = set(exp.get("export", {}).get("quants", []))
+    for variant in exp.get("evaluate", {}).get("variants", []):
+        if variant in GGUF_VARIANTS - {"F16"} and variant not in quants:
+            problems.append(
+                f"{where}.evaluate.variants has {variant} but export.quants does not build it "
+                f"(export.quants: {', '.join(sorted(quants)) or 'none'})"
+            )
+    return problems
+
+
+def _lipogram_problems(where: str, exp: dict) -> list[str]:
+    """Method inits name methods (no cycles); variants name baselines, methods or exported GGUFs."""
+    problems, methods = [], exp["methods"]
+    for method, cfg in methods.items():
+        seen, init = {method}, cfg.get("init")
+        while init:
+            if init not in methods:
+                problems.append(f"{where}.methods.{method}.init = {init!r} is not a method "
+                                f"(methods: {', '.join(methods)})")
+                break
+            if init in seen:
+                problems.append(f"{where}.methods.{method}.init: methods start from each other in a cycle")
+                break
+            seen.add(init)
+            init = methods[init].get("init")
+        if cfg["method"] == "grpo":
+            problems += _reward_problems(f"{where}.methods.{method}.rewards", cfg["rewards"])
+    export = exp["export"]
+    for method in export["methods"]:
+        if method not in methods:
+            problems.append(f"{where}.export.methods has {method!r}, which is not a method")
+    for variant in exp["evaluate"]["variants"]:
+        name, _, quant = variant.partition("-")
+        if not quant and name not in LIPOGRAM_BASELINES | set(methods):
+            problems.append(f"{where}.evaluate.variants has {variant!r}: not one of "
+                            f"{', '.join(sorted(LIPOGRAM_BASELINES | set(methods)))}")
+        elif quant and name == "constrained" and quant != "F16":
+            problems.append(f"{where}.evaluate.variants has {variant!r}: constrained decoding on llama.cpp "
+                            "runs on the base model's F16 GGUF only (constrained-F16)")
+        elif quant and name != "constrained" and (name not in export["methods"]
+                                                    or quant not in {"F16", *export["quants"]}):
+            problems.append(f"{where}.evaluate.variants has {variant!r}, but export does not build that GGUF "
+                            f"(export.methods: {export['methods']}, export.quants: {export['quants']})")
+    return problems
+
+
+def _reward_problems(where: str, specs: list) -> list[str]:
+    """Reward names resolve and their parameters hold (a curriculum ramp > 0) before any job starts."""
+    from rulebound.rewards import resolve_rewards
+
+    if not specs:
+        return [f"{where} is empty; GRPO needs at least one reward (e.g. [no_e])"]
+    try:
+        resolve_rewards(specs)
+    except ConfigError as exc:
+        return [f"{where}: {exc}"]
+    return []
+
+
+def training_sections(exp: dict) -> list[tuple[str, dict]]:
+    """(where, settings) of every training run of an experiment: its train: or each lipogram method."""
+    if exp.get("task") == "lipogram":
+        return [(f"methods.{m}", cfg) for m, cfg in exp["methods"].items()]
+    return [("train", exp["train"])]
 
 
 def check_devices(config: dict) -> None:
@@ -108,15 +180,19 @@ def check_devices(config: dict) -> None:
     if cuda_available():
         return
     for name, exp in config["experiments"].items():
-        train = exp["train"]
-        if train.get("backend") == "unsloth":
-            raise ConfigError(
-                f"experiments.{name}.train.backend is 'unsloth' but this machine has no CUDA GPU. "
-                "Set it to 'auto' (transformers + PEFT on CPU) or run with a GPU profile "
-                "(--profile profiles/slurm-a100 or profiles/local-gpu)."
-            )
-        if train.get("load_in_4bit"):
-            raise ConfigError(
-                f"experiments.{name}.train.load_in_4bit needs a CUDA GPU (bitsandbytes); "
-                "set it to false here or run with a GPU profile."
-            )
+        for section, train in training_sections(exp):
+            _check_train_devices(f"experiments.{name}.{section}", train)
+
+
+def _check_train_devices(where: str, train: dict) -> None:
+    if train.get("backend") == "unsloth":
+        raise ConfigError(
+            f"{where}.backend is 'unsloth' but this machine has no CUDA GPU. "
+            "Set it to 'auto' (transformers + PEFT on CPU) or run with a GPU profile "
+            "(--profile profiles/slurm-a100 or profiles/local-gpu)."
+        )
+    if train.get("load_in_4bit"):
+        raise ConfigError(
+            f"{where}.load_in_4bit needs a CUDA GPU (bitsandbytes); "
+            "set it to false here or run with a GPU profile."
+        )

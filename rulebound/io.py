@@ -100,4 +100,24 @@ def setup_logging(log_path: str | os.PathLike | None) -> logging.Logger:
         handler.setFormatter(fmt)
         root.addHandler(handler)
     logging.captureWarnings(True)
+    if log_path:
+        _log_crashes(root, handlers[-1])
     return logging.getLogger("rulebound")
+
+
+def _log_crashes(root: logging.Logger, file_handler: logging.FileHandler) -> None:
+    """Uncaught errors, and crashes in native code (a segfault in llama.cpp), end up in the rule's log too.
+
+    Snakemake points the user at the log file; without this it would hold the last INFO line only.
+    """
+    import faulthandler
+
+    faulthandler.enable(file=file_handler.stream, all_threads=False)
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not issubclass(kind, KeyboardInterrupt):
+            root.error("failed: %s: %s", kind.__name__, value, exc_info=(kind, value, tb))
+        previous(kind, value, tb)
+
+    sys.excepthook = hook

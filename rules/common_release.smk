@@ -2,15 +2,15 @@
 # Kept apart from the rule files (snakemake --lint); included after rules/common.smk, whose helpers it uses.
 
 
-def base_gguf(wildcards):
-    return f"resources/gguf/{exp_config(wildcards)['model']}-F16.gguf"
-
-
 def modelfile_inputs(wildcards):
     """The GGUF the Modelfile names; the LoRA GGUF is applied (ADAPTER) on the base model's F16 GGUF."""
     if wildcards.variant == "lora-F16":
         return {"gguf": base_gguf(wildcards), "adapter": gguf_path(wildcards.experiment, "lora-F16")}
     return {"gguf": gguf_path(wildcards.experiment, wildcards.variant)}
+
+
+def f16_gguf(wildcards):
+    return gguf_path(wildcards.experiment, "F16")
 
 
 def fidelity_settings(wildcards):
@@ -30,16 +30,15 @@ def publish_settings(wildcards):
 
 
 def publish_folders(wildcards=None):
-    return [f"results/{exp}/publish" for exp in EXPERIMENTS]
+    return [f"results/{exp}/publish" for exp in PREFERENCE_EXPS]
 
 
-def release_targets():
-    """Per experiment: a Modelfile per GGUF, the fidelity table and figure (with quants), the hub folder."""
-    targets = []
-    for exp in EXPERIMENTS:
-        quants = config["experiments"][exp]["export"]["quants"]
-        targets += [f"results/{exp}/gguf/{exp}-{v}.Modelfile" for v in ["F16", "lora-F16", *quants]]
-        if quants:
-            targets += [f"results/{exp}/eval/fidelity.csv", f"results/{exp}/report/fidelity.png"]
-        targets.append(f"results/{exp}/publish")
-    return targets
+def release_targets(exp):
+    """A preference experiment's release: a Modelfile per GGUF, quant fidelity (with quants), the hub folder."""
+    if exp not in PREFERENCE_EXPS:
+        return []
+    quants = config["experiments"][exp]["export"]["quants"]
+    targets = [f"results/{exp}/gguf/{exp}-{v}.Modelfile" for v in ["F16", "lora-F16", *quants]]
+    if quants:
+        targets += [f"results/{exp}/eval/fidelity.csv", f"results/{exp}/report/fidelity.png"]
+    return targets + [f"results/{exp}/publish"]

@@ -1,4 +1,5 @@
-# Preference data: seeded prompts -> the base model's own answers -> pairs -> chat-templated splits.
+# Preference data: generated (seeded prompts -> the base model's own answers -> pairs) or ingested from
+# hf:, builtin: or a local file; then chat-templated train / test splits.
 
 
 rule build_prompts:
@@ -6,6 +7,8 @@ rule build_prompts:
         prompts="results/{experiment}/data/prompts.parquet",
     params:
         data=data_settings,
+    wildcard_constraints:
+        experiment=one_of(GENERATED_EXPS),
     log:
         "logs/build_prompts/{experiment}.log",
     conda:
@@ -22,6 +25,8 @@ rule distill_answers:
         answers="results/{experiment}/data/answers.parquet",
     params:
         distill=distill_settings,
+    wildcard_constraints:
+        experiment=one_of(GENERATED_EXPS),
     resources:
         gpu=1,  # runs on CPU too; GPU profiles schedule and place it by this
     log:
@@ -40,6 +45,8 @@ rule build_pairs:
         answers=rules.distill_answers.output.answers,
     output:
         raw="results/{experiment}/data/raw.parquet",
+    wildcard_constraints:
+        experiment=one_of(GENERATED_EXPS),
     log:
         "logs/build_pairs/{experiment}.log",
     conda:
@@ -48,21 +55,56 @@ rule build_pairs:
         "../scripts/build_pairs.py"
 
 
+rule ingest_pairs:
+    output:
+        raw="results/{experiment}/data/raw.parquet",
+    params:
+        data=data_settings,
+        task=experiment_task,
+    wildcard_constraints:
+        experiment=one_of(INGESTED_EXPS),
+    log:
+        "logs/ingest_pairs/{experiment}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/ingest_pairs.py"
+
+
 rule format_data:
     input:
-        raw=rules.build_pairs.output.raw,
+        raw="results/{experiment}/data/raw.parquet",
         model=base_model_dir,
     output:
         train="results/{experiment}/data/train.parquet",
         test="results/{experiment}/data/test.parquet",
         card="results/{experiment}/data/card.md",
     params:
-        max_length=train_max_length,
-        overlong=train_overlong,
+        limits=length_limits,
         data=data_settings,
+    wildcard_constraints:
+        experiment=one_of(PREFERENCE_EXPS),
     log:
         "logs/format_data/{experiment}.log",
     conda:
         "../envs/data.yaml"
     script:
         "../scripts/format_data.py"
+
+
+rule build_eval_prompts:
+    input:
+        test=rules.format_data.output.test,
+        train=rules.format_data.output.train,
+    output:
+        prompts="results/{experiment}/eval/prompts.parquet",
+    params:
+        suite=suite_settings,
+    wildcard_constraints:
+        experiment=one_of(experiments_for("politeness")),
+    log:
+        "logs/build_eval_prompts/{experiment}.log",
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/build_eval_prompts.py"

@@ -1,4 +1,6 @@
 # Merge into a 16-bit base, convert to GGUF F16 with llama.cpp's own converter, then quantize.
+# A run is a preference experiment (politeness) or a lipogram method (lipogram/sft); its GGUFs are
+# results/<run>/gguf/<stem>-<variant>.gguf with the stem the run's name (politeness, lipogram-sft).
 
 
 rule fetch_llama_cpp:
@@ -18,7 +20,7 @@ rule fetch_llama_cpp:
 rule merge_adapter:
     input:
         base=base_model_dir,
-        adapter=rules.train_orpo.output.adapter,
+        adapter="results/{experiment}/adapter",
     output:
         merged=directory("results/{experiment}/merged"),
     params:
@@ -40,11 +42,13 @@ rule convert_gguf:
         merged=rules.merge_adapter.output.merged,
         llama_cpp=rules.fetch_llama_cpp.output.src,
     output:
-        gguf="results/{experiment}/gguf/{experiment}-F16.gguf",
+        gguf="results/{experiment}/gguf/{stem}-F16.gguf",
+    params:
+        run=run_of_stem,
     log:
-        "logs/convert_gguf/{experiment}.log",
+        "logs/convert_gguf/{experiment}/{stem}.log",
     benchmark:
-        "benchmarks/convert_gguf/{experiment}.tsv"
+        "benchmarks/convert_gguf/{experiment}/{stem}.tsv"
     conda:
         "../envs/export.yaml"
     script:
@@ -55,13 +59,14 @@ rule quantize_gguf:
     input:
         f16=rules.convert_gguf.output.gguf,
     output:
-        gguf="results/{experiment}/gguf/{experiment}-{quant}.gguf",
+        gguf="results/{experiment}/gguf/{stem}-{quant}.gguf",
     params:
         quant="{quant}",
+        run=run_of_stem,
     log:
-        "logs/quantize_gguf/{experiment}-{quant}.log",
+        "logs/quantize_gguf/{experiment}/{stem}-{quant}.log",
     benchmark:
-        "benchmarks/quantize_gguf/{experiment}-{quant}.tsv"
+        "benchmarks/quantize_gguf/{experiment}/{stem}-{quant}.tsv"
     conda:
         "../envs/export.yaml"
     script:
@@ -70,15 +75,17 @@ rule quantize_gguf:
 
 rule convert_lora_gguf:
     input:
-        adapter=rules.train_orpo.output.adapter,
+        adapter="results/{experiment}/adapter",
         base=base_model_dir,
         llama_cpp=rules.fetch_llama_cpp.output.src,
     output:
-        gguf="results/{experiment}/gguf/{experiment}-lora-F16.gguf",
+        gguf="results/{experiment}/gguf/{stem}-lora-F16.gguf",
+    params:
+        run=run_of_stem,
     log:
-        "logs/convert_lora_gguf/{experiment}.log",
+        "logs/convert_lora_gguf/{experiment}/{stem}.log",
     benchmark:
-        "benchmarks/convert_lora_gguf/{experiment}.tsv"
+        "benchmarks/convert_lora_gguf/{experiment}/{stem}.tsv"
     conda:
         "../envs/export.yaml"
     script:

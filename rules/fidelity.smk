@@ -5,7 +5,7 @@ rule quant_fidelity:
     input:
         unpack(quant_ggufs),
         test="results/{experiment}/data/test.parquet",
-        reference=rules.convert_gguf.output.gguf,
+        reference=f16_gguf,
     output:
         csv=report(
             "results/{experiment}/eval/fidelity.csv",
@@ -22,6 +22,8 @@ rule quant_fidelity:
     params:
         quants=quant_names,
         settings=fidelity_settings,
+    wildcard_constraints:
+        experiment=one_of(PREFERENCE_EXPS),
     log:
         "logs/quant_fidelity/{experiment}.log",
     benchmark:

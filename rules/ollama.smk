@@ -23,7 +23,8 @@ rule ollama_modelfile:
     output:
         modelfile="results/{experiment}/gguf/{experiment}-{variant}.Modelfile",
     wildcard_constraints:
-        variant="|".join(sorted(GGUF_VARIANTS | {"lora-F16"})),
+        experiment=one_of(PREFERENCE_EXPS),
+        variant=one_of(sorted(GGUF_VARIANTS | {"lora-F16"})),
     log:
         "logs/ollama_modelfile/{experiment}-{variant}.log",
     conda:

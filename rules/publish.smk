@@ -4,7 +4,7 @@
 
 rule publish_folder:
     input:
-        adapter=rules.train_orpo.output.adapter,
+        adapter="results/{experiment}/adapter",
         summary=rules.summarize_eval.output.summary,
         curves=rules.plot_report.output.curves,
     output:
@@ -12,6 +12,8 @@ rule publish_folder:
     params:
         base=base_model_source,
         settings=publish_settings,
+    wildcard_constraints:
+        experiment=one_of(PREFERENCE_EXPS),
     log:
         "logs/publish_folder/{experiment}.log",
     conda:
@@ -24,7 +26,7 @@ rule publish:
     input:
         folders=publish_folders,
     params:
-        settings={exp: config["experiments"][exp]["publish"] for exp in EXPERIMENTS},
+        settings={exp: config["experiments"][exp]["publish"] for exp in PREFERENCE_EXPS},
     localrule: True
     log:
         "logs/publish/publish.log",

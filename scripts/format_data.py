@@ -9,10 +9,13 @@ from rulebound.io import setup_logging, write_parquet, write_text
 
 log = setup_logging(snakemake.log[0])
 tokenizer = AutoTokenizer.from_pretrained(snakemake.input.model)
-formatted = format_preferences(pd.read_parquet(snakemake.input.raw), tokenizer,
-                               max_length=snakemake.params.max_length, overlong=snakemake.params.overlong)
+raw = pd.read_parquet(snakemake.input.raw)
+limits = snakemake.params.limits
+formatted = format_preferences(raw, tokenizer, system_column="system" if "system" in raw.columns else None,
+                               max_length=limits["max_length"], max_prompt_length=limits["max_prompt_length"],
+                               overlong=limits["overlong"])
 train, test = split_frame(formatted)
-log.info("train %d rows, test %d rows", len(train), len(test))
+log.info("train %d rows, test %d rows (of %d)", len(train), len(test), len(raw))
 write_parquet(train, snakemake.output.train)
 write_parquet(test, snakemake.output.test)
 write_text(data_card(train, test, experiment=snakemake.wildcards.experiment, settings=snakemake.params.data),

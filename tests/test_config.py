@@ -85,3 +85,54 @@ def test_canonical_sorts_keys_at_every_level():
     out = canonical(value)
     assert list(out) == ["a", "b"] and list(out["b"]) == ["x", "y"] and list(out["b"]["x"][0]) == ["c", "d"]
     assert out == value
+
+
+def _lipogram_config(**method_changes) -> dict:
+    import copy
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = copy.deepcopy(config)
+    config["experiments"]["lipogram"]["methods"]["grpo_curriculum"].update(method_changes)
+    return config
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"rewards": ["no_such_reward"]}, "no_such_reward"),
+        ({"rewards": [{"name": "length_curriculum", "ramp": 0}]}, "ramp"),
+        ({"rewards": [{"name": "length_curriculum", "ramp": -5}]}, "ramp"),
+        ({"rewards": ["nowhere.module:fn"]}, "nowhere.module"),
+        ({"rewards": []}, "at least one reward"),
+        ({"init": "missing"}, "init = 'missing' is not a method"),
+    ],
+)
+def test_lipogram_bad_methods_stop_before_any_job(changes, message):
+    with pytest.raises(ConfigError) as err:
+        validate_config(_lipogram_config(**changes), SCHEMA)
+    assert message in str(err.value) and "grpo_curriculum" in str(err.value)
+
+
+def test_lipogram_init_cycle_and_unbuilt_gguf_variant_are_refused():
+    config = _lipogram_config(init="grpo")
+    config["experiments"]["lipogram"]["methods"]["grpo"]["init"] = "grpo_curriculum"
+    config["experiments"]["lipogram"]["evaluate"]["variants"].append("sft-Q4_K_M")
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
+    assert "cycle" in str(err.value) and "'sft-Q4_K_M', but export does not build that GGUF" in str(err.value)
+
+
+def test_experiment_without_task_is_politeness_and_tasks_get_their_defaults():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    del config["experiments"]["politeness"]["task"]
+    validate_config(config, SCHEMA)
+    assert config["experiments"]["politeness"]["task"] == "politeness"
+    assert config["experiments"]["truthy"]["data"]["invalid_rows"] == "drop"
+    assert config["experiments"]["lipogram"]["methods"]["grpo"]["kl_beta"] == 0.0
+
+
+def test_truthy_without_a_train_section_names_it():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    del config["experiments"]["truthy"]["train"]
+    with pytest.raises(ConfigError, match="truthy.*train"):
+        validate_config(config, SCHEMA)

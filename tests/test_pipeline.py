@@ -118,7 +118,7 @@ def test_every_gguf_loads_with_a_chat_template(built, variant):
     path = built / "results" / EXP / "gguf" / f"{EXP}-{variant}.gguf"
     assert path.read_bytes()[:4] == b"GGUF"
     code = (
-        "import llama_cpp, sys; m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, verbose=False); "
+        "import sys; from rulebound.generate import open_gguf; m = open_gguf(sys.argv[1], n_ctx=256); "
         "assert 'tokenizer.chat_template' in m.metadata; "
         "out = m.create_chat_completion(messages=[{'role': 'user', 'content': 'Hi'}], max_tokens=4, temperature=0); "
         "print(out['choices'][0]['message']['content'] is not None)"
@@ -130,7 +130,7 @@ def test_every_gguf_loads_with_a_chat_template(built, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_eval_csv_rows(built, variant):
     csv = pd.read_csv(built / "results" / EXP / "eval" / f"{variant}.csv")
-    assert len(csv) == 6  # max_prompts in the smoke config
+    assert len(csv) == 6  # max_prompts in the smoke config, drawn from the held-out split and the edge-case suite
     assert {"prompt_id", "user", "response", "refused", "expected_refusal", "correct"} <= set(csv.columns)
     assert (csv["expected_refusal"] == ~csv["has_please"]).all()
     assert (csv["correct"] == (csv["refused"] == csv["expected_refusal"])).all()
@@ -182,10 +182,71 @@ def test_eval_setting_reruns_only_evaluation_and_report(built, tmp_path):
     planned = planned_rules(built, configfile=_variant_config(tmp_path, "evaluate", "max_new_tokens", 13))
     # publish_folder carries the eval table in its model card
     assert planned == {"evaluate_hf", "evaluate_gguf", "summarize_eval", "plot_report", "render_report",
-                       "publish_folder"}
+                       "publish_folder", "reproduce"}
 
 
 def test_train_setting_reruns_training_and_downstream_not_data(built, tmp_path):
     planned = planned_rules(built, configfile=_variant_config(tmp_path, "train", "learning_rate", 2.0e-4))
     assert {"train_orpo", "merge_adapter", "convert_gguf", "quantize_gguf", "evaluate_gguf", "render_report"} <= planned
     assert not planned & {"prepare_model", "build_prompts", "distill_answers", "build_pairs", "format_data"}
+    # the other experiments are untouched
+    assert not planned & {"train_sft", "train_grpo", "ingest_pairs", "build_sft_data"}
+
+
+# --- truthy and lipogram: the same stages, other tasks --------------------------------------------------
+
+
+def test_truthy_ingests_the_shipped_pairs_and_scores_preferences(built):
+    root = built / "results" / "truthy"
+    raw = pd.read_parquet(root / "data" / "raw.parquet")
+    assert {"system", "prompt", "chosen", "rejected", "split", "category"} <= set(raw.columns)
+    assert len(raw) >= 150 and set(raw["split"]) == {"train", "test"}
+    train = pd.read_parquet(root / "data" / "train.parquet")
+    assert train["prompt"].str.startswith("<|im_start|>system\n").any()  # the system message is templated
+    for variant in ("base", "adapter", "Q4_K_M"):
+        scores = pd.read_csv(root / "eval" / f"{variant}.csv")
+        assert len(scores) == 4  # max_pairs
+        assert (scores["correct"] == (scores["logp_chosen"] > scores["logp_rejected"])).all()
+        examples = pd.read_csv(root / "eval" / "examples" / f"{variant}.csv")
+        assert len(examples) == 2 and examples["response"].notna().all()
+    summary = pd.read_csv(root / "eval" / "summary.csv")
+    assert {"base", "adapter", "Q4_K_M"} <= set(summary["variant"])
+    assert (root / "gguf" / "truthy-Q4_K_M.gguf").is_file() and (root / "publish").is_dir()
+
+
+def test_lipogram_methods_train_export_and_evaluate(built):
+    root = built / "results" / "lipogram"
+    sft = pd.read_parquet(root / "data" / "sft.parquet")
+    assert not sft["completion"].str.contains("[eE]").any()
+    assert "constrained decoding" in (root / "data" / "card.md").read_text()
+    for method in ("sft", "grpo", "grpo_length", "grpo_curriculum"):
+        assert (root / method / "adapter" / "adapter_model.safetensors").is_file(), method
+    grpo = pd.read_csv(root / "grpo_curriculum" / "train" / "metrics.csv")
+    for column in ("reward", "rewards/no_e/mean", "rewards/short_penalty/mean", "rewards/length_curriculum/mean"):
+        assert column in grpo.columns and grpo[column].notna().all(), column
+    assert (root / "grpo_curriculum" / "gguf" / "lipogram-grpo_curriculum-Q4_K_M.gguf").is_file()
+    constrained = pd.read_csv(root / "eval" / "constrained.csv", keep_default_na=False)
+    assert not constrained["response"].str.contains("[eE]").any()  # the ban holds on HF
+    on_gguf = pd.read_csv(root / "eval" / "constrained-F16.csv", keep_default_na=False)
+    assert not on_gguf["response"].str.contains("[eE]").any()  # and through llama.cpp
+    summary = pd.read_csv(root / "eval" / "summary.csv")
+    assert list(summary["variant"]) == ["base", "prompt", "constrained", "constrained-F16", "sft", "grpo",
+                                        "grpo_length", "grpo_curriculum", "grpo_curriculum-Q4_K_M"]
+    assert summary.loc[summary["variant"] == "constrained", "e_free_rate"].item() == 1.0
+
+
+def test_reproduction_sets_every_seed_beside_ours(built):
+    table = pd.read_csv(built / "results" / "reproduction.csv")
+    assert set(table["seed"].astype(str).str.zfill(3)) == {"000", "003", "004"}
+    assert table["comparable"].str.startswith("no").all()  # the smoke run is not the seeds' runs
+    text = (built / "results" / "reproduction.md").read_text()
+    assert "247" in text and "rewards/accuracies" in text and "grpo_curriculum" in text
+
+
+def test_one_experiment_alone_plans_only_its_jobs(built, tmp_path):
+    work = tmp_path / "alone"
+    work.mkdir()
+    (work / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    planned = planned_rules(work, "truthy")
+    assert {"ingest_pairs", "train_orpo", "evaluate_hf"} <= planned
+    assert not planned & {"build_prompts", "train_sft", "train_grpo", "build_lipogram_prompts"}

@@ -17,7 +17,8 @@ from conftest import REPO
 
 PRESET = REPO / "presets" / "politeness-llama3.2-3b.yaml"
 SLURM_ENV = {"RULEBOUND_SLURM_ACCOUNT": "acct42", "RULEBOUND_GPU_PARTITION": "a100q", "RULEBOUND_CPU_PARTITION": "cpuq"}
-GPU_RULES = {"distill_answers", "train_orpo", "merge_adapter", "evaluate_hf"}
+GPU_RULES = {"distill_answers", "train_orpo", "merge_adapter", "evaluate_hf", "distill_lipograms", "train_sft",
+             "train_grpo"}
 # rules/common.smk runs the device check at parse time, where Snakemake 9 does not know yet that this is a dry
 # run (workflow.dryrun is False until the executor is set up), so backend: unsloth fails a dry run on a CPU box.
 
@@ -37,7 +38,7 @@ def merged_config(*overlays: Path) -> dict:
 
 
 # Named explicitly so the plan includes them whether or not all_targets() lists them yet.
-RELEASE_TARGETS = ["all", "results/politeness/gguf/politeness-lora-F16.Modelfile",
+RELEASE_TARGETS = ["politeness", "results/politeness/gguf/politeness-lora-F16.Modelfile",
                    "results/politeness/gguf/politeness-Q4_K_M.Modelfile", "results/politeness/eval/fidelity.csv",
                    "results/politeness/publish"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -69,6 +70,15 @@ def orpo_args(cfg: dict, output_dir: str, dtype, threads: int):
     )
 
 
+def planned_steps(rows: int, args) -> int:
+    """Optimizer steps the run will take: max_steps, or epochs over the batches (the seeds report this)."""
+    if args.max_steps > 0:
+        return int(args.max_steps)
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    return int(math.ceil(math.ceil(rows / args.per_device_train_batch_size) / args.gradient_accumulation_steps
+                         * args.num_train_epochs)) if per_step else 0
+
+
 def fused_trainer():
     from rulebound.train.fused_orpo import FusedORPOTrainer
 
@@ -129,8 +139,8 @@ def train_orpo(
         extra = {"nll_scope": scope} if is_fused else {}
         trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[recorder],
                       **extra)
-        log.info("ORPO: %d rows, %s planned steps, trainer=%s, backend=%s", len(dataset), trainer.args.max_steps
-                 if trainer.args.max_steps > 0 else "1 epoch of", cls.__name__, backend)
+        log.info("ORPO: %d rows, %d planned steps, trainer=%s, backend=%s", len(dataset),
+                 planned_steps(len(dataset), args), cls.__name__, backend)
         result = trainer.train()
         log.info("train summary: %s", result.metrics)
         metrics = recorder.frame()
