@@ -13,9 +13,10 @@ def collect(root: Path) -> pd.DataFrame:
     rows = []
     for tsv in sorted(root.rglob("*.tsv")):
         bench = pd.read_csv(tsv, sep="\t")
+        rule, *job = tsv.relative_to(root).with_suffix("").parts  # benchmarks/<rule>/<job...>.tsv
         rows.append({
-            "rule": tsv.parent.name,
-            "job": tsv.stem,
+            "rule": rule,
+            "job": "/".join(job),
             "wall_s": float(bench["s"].iloc[0]),
             "max_rss_mb": float(bench["max_rss"].iloc[0]),
             "cpu_time_s": float(bench["cpu_time"].iloc[0]) if "cpu_time" in bench else float("nan"),

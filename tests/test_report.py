@@ -163,8 +163,9 @@ def test_training_readings_carry_our_values(experiment, tmp_path):
 
     truthy = plot_training_curves(experiment / "train" / "metrics.csv", tmp_path / "t.png", task="truthy",
                                   title="truthy")
-    assert panels_of(truthy) == [*ORPO_PANELS[:4], "log-odds ratio", *ORPO_PANELS[4:]]
-    assert "rises overall; ours: -0.50 -> -0.04" in truthy[4]
+    assert panels_of(truthy) == [*ORPO_PANELS[:3], "rewards", ORPO_PANELS[3], "log-odds ratio", *ORPO_PANELS[4:]]
+    assert "rises overall; ours: -0.50 -> -0.04" in truthy[5]
+    assert "rewards/chosen" in truthy[3] and "rewards/rejected" in truthy[3]
 
 
 def test_training_curves_skip_missing_columns(tmp_path):
