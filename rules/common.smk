@@ -66,7 +66,8 @@ def one_of(names):
 
 
 def gguf_stem(run):
-    return run.replace("/", "-")
+    """lipogram/sft -> lipogram-sft: the name a run's GGUF files carry."""
+    return "-".join(LIPOGRAM_RUNS.get(run, (run,)))
 
 
 wildcard_constraints:
