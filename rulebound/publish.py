@@ -44,8 +44,14 @@ def _card_body(adapter_dir: Path, experiment: str) -> str:
 
 
 def eval_table(summary_csv) -> str:
-    """The eval summary as a markdown table: correct rate [95% Wilson] per variant and group."""
+    """The eval summary as a markdown table: correct rate [95% Wilson] per variant and group.
+
+    A preference summary (truthy) has ``accuracy``, the share of held-out pairs where the chosen answer
+    is the likelier one: that is its correct rate.
+    """
     summary = pd.read_csv(summary_csv)
+    if "rate" not in summary.columns and "accuracy" in summary.columns:
+        summary = summary.rename(columns={"accuracy": "rate"})
     missing = {"variant", "group", "n", "rate", "ci_low", "ci_high"} - set(summary.columns)
     if missing:
         raise DataError(f"{summary_csv} lacks columns {sorted(missing)}; is it an eval summary?")

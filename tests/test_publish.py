@@ -130,3 +130,13 @@ def test_failed_push_is_one_clear_error_and_never_shows_the_token(tmp_path, run_
     assert log in written and "ERROR rulebound.publish: Could not push" in log.read_text()
     for path in written:
         assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_eval_table_reads_a_preference_summary(tmp_path):
+    from rulebound.publish import eval_table
+
+    path = tmp_path / "summary.csv"
+    pd.DataFrame({"variant": ["base", "adapter"], "group": ["all", "all"], "n": [38, 38], "correct": [18, 20],
+                  "accuracy": [0.47, 0.53], "ci_low": [0.32, 0.37], "ci_high": [0.63, 0.68]}).to_csv(path, index=False)
+    table = eval_table(path)
+    assert "| adapter | 0.53 [0.37, 0.68] n=38 |" in table
