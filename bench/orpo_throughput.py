@@ -30,15 +30,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 790e12
-# name: (backend, trainer, padding_free, batch multiplier)
+
+def _c(backend, trainer, padding_free=False, batch_mult=1, prefix=False, attn=None, liger=False, chunk=2**26,
+       multiple=None, compiled=False):
+    return {"backend": backend, "trainer": trainer, "padding_free": padding_free, "batch_mult": batch_mult,
+            "prefix_sharing": prefix, "attn": attn, "liger": liger, "chunk": chunk, "multiple": multiple,
+            "compiled": compiled}
+
+
 CONTENDERS = {
-    "hf": ("transformers", "trl", False, 1),
-    "unsloth": ("unsloth", "trl", False, 1),
-    "rulebound": ("unsloth", "fused", False, 1),  # the fastest rulebound setup measured (docs/benchmarks-orpo.md)
-    "rulebound-packed": ("unsloth", "fused", True, 1),
-    "rulebound-b16": ("unsloth", "fused", False, 2),
-    "rulebound-hf": ("transformers", "fused", True, 1),
-    "rulebound-hf-padded": ("transformers", "fused", False, 1),
+    "hf": _c("transformers", "trl"),
+    "unsloth": _c("unsloth", "trl"),
+    # the training rule's GPU default (rulebound.train.backend.uses_fast_path): shared-prefix packing,
+    # block-sparse flex attention, torch.compile'd decoder layers, chunked ORPO head (2^25 logits a chunk)
+    "rulebound": _c("transformers", "fused", prefix=True, attn="flex_attention", compiled=True, chunk=2**25),
+    # the same without compiling, with liger-kernel's RMSNorm/RoPE/SwiGLU (liger's autograd breaks compile)
+    "rulebound-liger": _c("transformers", "fused", prefix=True, attn="flex_attention", liger=True),
+    "rulebound-liger-c25": _c("transformers", "fused", prefix=True, attn="flex_attention", liger=True, chunk=2**25),
+    "rulebound-liger-m128": _c("transformers", "fused", prefix=True, attn="flex_attention", liger=True, multiple=128),
+    "rulebound-prefix-noliger": _c("transformers", "fused", prefix=True, attn="flex_attention"),
+    "rulebound-prefix-sdpa": _c("transformers", "fused", prefix=True, attn="sdpa", liger=True),
+    "rulebound-packed-flex": _c("transformers", "fused", padding_free=True, attn="flex_attention", liger=True),
+    "rulebound-unsloth": _c("unsloth", "fused"),  # the previous best: Unsloth's model patches + chunked head
+    "rulebound-packed": _c("unsloth", "fused", padding_free=True),
+    "rulebound-b16": _c("unsloth", "fused", batch_mult=2),
+    "rulebound-hf": _c("transformers", "fused", padding_free=True),
+    "rulebound-hf-padded": _c("transformers", "fused"),
 }
 SHAPES = {
     "llama-3.2-3b": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
@@ -90,7 +107,9 @@ def preference_rows(n: int, vocab: int, max_prompt: int, max_answer: int, seed: 
 
 def worker(opts) -> dict:
     """Train one contender in this process and return its measurements."""
-    backend, trainer_name, padding_free, batch_mult = CONTENDERS[opts.worker]
+    spec = CONTENDERS[opts.worker]
+    backend, trainer_name, padding_free, batch_mult = spec["backend"], spec["trainer"], spec["padding_free"], \
+        spec["batch_mult"]
     if backend == "unsloth":
         import unsloth  # noqa: F401  (first: it patches transformers and TRL on import)
     import torch
@@ -105,6 +124,8 @@ def worker(opts) -> dict:
     model, tokenizer, backend = load_for_training(
         opts.model_dir, LoraSettings(r=16, alpha=16), backend, max_seq_length=opts.max_length,
         precision="bf16" if cuda else "fp32", gradient_checkpointing=True,
+        attn_implementation=spec["attn"] if cuda or spec["attn"] != "flex_attention" else "sdpa",
+        liger_kernels=spec["liger"] and cuda, compile_layers=spec["compiled"],
     )
     batch = opts.batch * batch_mult
     steps, warmup = opts.steps // batch_mult or 1, opts.warmup // batch_mult
@@ -118,7 +139,8 @@ def worker(opts) -> dict:
         dataloader_num_workers=0, gradient_checkpointing=False,  # the backend enabled it on the model
     )
     cls = trainer_class(trainer_name)
-    extra = {"padding_free": padding_free} if trainer_name == "fused" else {}
+    extra = {"padding_free": padding_free, "prefix_sharing": spec["prefix_sharing"], "chunk_elements": spec["chunk"],
+             "pack_multiple": spec["multiple"]} if trainer_name == "fused" else {}
     trainer = cls(model=model, args=args, train_dataset=data, processing_class=tokenizer, **extra)
 
     times, tokens, padded = [], [], []
@@ -136,7 +158,7 @@ def worker(opts) -> dict:
 
     original = trainer.concatenated_inputs
 
-    def counting(batch_, **kw):  # real vs padded tokens of each step's 2B sequences
+    def counting(batch_, **kw):  # real vs padded tokens of each step's 2B sequences (before prefix sharing)
         out = original(batch_, **kw)
         tokens.append(int(out["concatenated_attention_mask"].sum()))
         padded.append(out["concatenated_attention_mask"].numel())
@@ -193,11 +215,21 @@ def table(results: list[dict]) -> str:
             continue
         ratio = f"{r['samples_per_s'] / base['samples_per_s']:.2f}x" if base else "-"
         lines.append(
-            f"| {r['contender']} | {r['trainer']}{' packed' if r['padding_free'] else ''} | {r['backend']} | "
+            f"| {r['contender']} | {r['trainer']}{setup(r)} | {r['backend']} | "
             f"{r['batch']} | {r['s_per_step']:.3f} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:,.0f} | "
             f"{r['padding']:.0%} | {r['peak_gb']:.1f} | {r['reserved_gb']:.1f} | {r['mfu']:.1%} | {ratio} |"
         )
     return "\n".join(lines)
+
+
+def setup(r: dict) -> str:
+    spec = CONTENDERS.get(r["contender"], {})
+    bits = [b for b, on in (("shared-prefix", spec.get("prefix_sharing")), ("packed", r.get("padding_free")),
+                            (spec.get("attn") or "", spec.get("attn")), ("liger", spec.get("liger")),
+                            ("compiled layers", spec.get("compiled")),
+                            (f"chunk 2^{(spec.get('chunk') or 1).bit_length() - 1}", spec.get("chunk", 2**26) != 2**26),
+                            (f"pad to {spec.get('multiple')}", spec.get("multiple"))) if on]
+    return f" ({', '.join(bits)})" if bits else ""
 
 
 def loss_table(results: list[dict]) -> str:
@@ -213,7 +245,7 @@ def loss_table(results: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--contenders", default="hf,unsloth,rulebound,rulebound-packed",
+    p.add_argument("--contenders", default="hf,unsloth,rulebound",
                    help=f"comma list of {', '.join(CONTENDERS)}")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -239,7 +271,7 @@ def main(argv=None) -> int:
         build_model_dir(model_dir, shape)
     results = []
     for name in opts.contenders.split(","):
-        if CONTENDERS[name][0] == "unsloth" and not torch.cuda.is_available():
+        if CONTENDERS[name]["backend"] == "unsloth" and not torch.cuda.is_available():
             print(f"skip {name}: Unsloth needs a CUDA GPU", file=sys.stderr)
             continue
         cmd = [sys.executable, __file__, "--worker", name, "--model-dir", str(model_dir), "--steps", str(opts.steps),

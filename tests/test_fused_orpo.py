@@ -66,7 +66,7 @@ def preference_rows(n=12, seed=0):
 def trainer_for(cls, model, tokenizer, tmp_path, device="cpu", **kwargs):
     from trl.experimental.orpo import ORPOConfig
 
-    extra = {k: kwargs.pop(k) for k in ("padding_free", "chunk_elements", "nll_scope") if k in kwargs}
+    extra = {k: kwargs.pop(k) for k in ("padding_free", "chunk_elements", "nll_scope", "prefix_sharing") if k in kwargs}
     args = ORPOConfig(
         output_dir=str(tmp_path / cls.__name__), per_device_train_batch_size=4, max_length=64, beta=0.1,
         learning_rate=kwargs.pop("learning_rate", 1e-3), max_steps=kwargs.pop("max_steps", 1), logging_steps=1,
@@ -84,16 +84,18 @@ def loss_metrics_grads(trainer, model, batch):
     return loss.item(), metrics, grads
 
 
-def compare(tmp_path, device="cpu", dtype=torch.float32, padding_free=False, chunk_elements=2**26):
+def compare(tmp_path, device="cpu", dtype=torch.float32, padding_free=False, chunk_elements=2**26,
+            prefix_sharing=False, attn_implementation=None):
     from trl.experimental.orpo import ORPOTrainer
 
     from rulebound.train.fused_orpo import FusedORPOTrainer
 
     tokenizer = word_tokenizer()
-    model = lora(tiny_llama(tokenizer, dtype=dtype)).to(device)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = lora(tiny_llama(tokenizer, dtype=dtype, **extra)).to(device)
     reference = trainer_for(ORPOTrainer, model, tokenizer, tmp_path, device=device)
     fused = trainer_for(FusedORPOTrainer, model, tokenizer, tmp_path, device=device, padding_free=padding_free,
-                        chunk_elements=chunk_elements)
+                        chunk_elements=chunk_elements, prefix_sharing=prefix_sharing)
     rows = [reference.train_dataset[i] for i in range(4)]
     batch = reference._prepare_inputs(reference.data_collator(rows))
     assert (batch["chosen_attention_mask"] == 0).any(), "the batch should exercise padding"
@@ -124,6 +126,18 @@ def test_padding_free_matches_trl_except_padded_logit_means(tmp_path):
     assert loss == pytest.approx(loss_ref, abs=1e-4)
     for key in METRICS:
         if not key.startswith("logits/"):  # TRL's mean includes padded positions; packing has none
+            assert m[key] == pytest.approx(m_ref[key], abs=1e-4), key
+    assert_grads_close(g_ref, g, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_prefix_sharing_matches_trl_except_padded_logit_means(tmp_path, attn_implementation):
+    """Each pair's prompt runs once, in one packed row with a pair mask: TRL's loss, metrics and gradients."""
+    (loss_ref, m_ref, g_ref), (loss, m, g) = compare(tmp_path, prefix_sharing=True,
+                                                     attn_implementation=attn_implementation)
+    assert loss == pytest.approx(loss_ref, abs=1e-4)
+    for key in METRICS:
+        if not key.startswith("logits/"):
             assert m[key] == pytest.approx(m_ref[key], abs=1e-4), key
     assert_grads_close(g_ref, g, rtol=1e-4)
 
@@ -169,6 +183,18 @@ def test_fused_matches_trl_on_gpu_fp32(tmp_path):
     for key in METRICS:
         assert m[key] == pytest.approx(m_ref[key], abs=1e-4), key
     assert_grads_close(g_ref, g, rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_prefix_sharing_with_flex_attention_matches_trl_on_gpu_fp32(tmp_path):
+    """The GPU path: pairs packed with shared prompts, block-sparse flex attention, chunked head."""
+    (loss_ref, m_ref, g_ref), (loss, m, g) = compare(tmp_path, device="cuda", prefix_sharing=True,
+                                                     attn_implementation="flex_attention")
+    assert loss == pytest.approx(loss_ref, abs=1e-4)
+    for key in METRICS:
+        if not key.startswith("logits/"):
+            assert m[key] == pytest.approx(m_ref[key], abs=1e-4), key
+    assert_grads_close(g_ref, g, rtol=1e-3)
 
 
 @pytest.mark.gpu

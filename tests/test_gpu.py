@@ -72,6 +72,25 @@ def train(model_dir, out_dir, *, backend, trainer="fused", load_in_4bit=False, s
     return [e["loss"] for e in logs]
 
 
+def test_orpo_rule_takes_the_fast_path_on_gpu(model_dir, tmp_path):
+    """rulebound.train.orpo.train_orpo, as the Snakemake rule calls it, on the default GPU path."""
+    import pandas as pd
+
+    from rulebound.train.orpo import train_orpo
+    from tests.test_fused_orpo import preference_rows
+
+    parquet = tmp_path / "train.parquet"
+    pd.DataFrame(preference_rows(16).to_list()).to_parquet(parquet)
+    cfg = {"learning_rate": 5e-3, "batch_size": 4, "max_steps": 6, "max_length": 128, "trainer": "fused",
+           "gradient_checkpointing": True, "lora": {"r": 8, "alpha": 16}}
+    metrics = train_orpo(model_dir=str(model_dir), base_model="tiny", train_parquet=str(parquet),
+                         adapter_dir=str(tmp_path / "adapter"), metrics_csv=str(tmp_path / "metrics.csv"), cfg=cfg,
+                         experiment="gpu-test")
+    assert len(metrics) == 6 and metrics["loss"].notna().all()
+    assert metrics["loss"].iloc[-1] < metrics["loss"].iloc[0]
+    assert "fast path" in (tmp_path / "adapter" / "README.md").read_text()
+
+
 def run_isolated(code: str) -> dict:
     """Run ``code`` (which prints one JSON line last) in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

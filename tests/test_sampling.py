@@ -1,5 +1,7 @@
 """Paired batches keep one request's rows together and cover every row once per epoch."""
 
+import pytest
+
 from rulebound.train.sampling import GroupedSampler, with_grouped_batches
 
 
@@ -30,3 +32,18 @@ def test_trainer_subclass_uses_the_sampler():
     cls = with_grouped_batches(Base, [0, 0, 1, 1], seed=0)
     assert cls.__name__ == "GroupedBase"
     assert isinstance(cls()._get_train_sampler(), GroupedSampler)
+
+
+@pytest.mark.parametrize("cfg, cuda, expected", [
+    ({}, True, True),                                   # the default on a GPU: the fast path
+    ({}, False, False),                                 # CPU: plain transformers + PEFT
+    ({"trainer": "trl"}, True, False),                  # TRL's plain path, one switch away
+    ({"fast_path": False}, True, False),
+    ({"backend": "unsloth"}, True, False),              # stock Unsloth when asked for
+    ({"load_in_4bit": True}, True, False),              # QLoRA keeps its verified Unsloth/bnb path
+    ({"backend": "transformers"}, True, True),
+])
+def test_fast_path_selection(cfg, cuda, expected):
+    from rulebound.train.backend import uses_fast_path
+
+    assert uses_fast_path(cfg, cuda=cuda) is expected

@@ -76,6 +76,20 @@ def resolve_backend(requested: str) -> str:
     return requested
 
 
+def uses_fast_path(cfg: dict, cuda: bool | None = None) -> bool:
+    """Whether an ORPO ``train`` section runs on rulebound's fastest verified path.
+
+    That path (2.1x stock Unsloth's samples/s at its peak memory on the 3B anchor, docs/benchmarks.md) is
+    transformers + PEFT with flex attention, every pair's shared prompt computed once, compiled decoder
+    layers and the chunked ORPO head. It needs a CUDA GPU, ``trainer: fused`` and 16-bit weights; an
+    explicit ``backend: unsloth``, ``fast_path: false`` or ``trainer: trl`` (TRL's plain path) turn it off.
+    """
+    if cuda is None:
+        cuda = cuda_available()
+    return (cuda and bool(cfg.get("fast_path", True)) and cfg.get("trainer", "fused") == "fused"
+            and not cfg.get("load_in_4bit", False) and cfg.get("backend", "auto") in ("auto", "transformers"))
+
+
 def training_dtype(backend: str, precision: str = "auto"):
     """bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU (bf16 is ~20x slower there)."""
     import torch
@@ -97,11 +111,17 @@ def load_for_training(
     precision: str = "auto",
     gradient_checkpointing: bool = False,
     init_adapter: str | None = None,
+    attn_implementation: str | None = None,
+    liger_kernels: bool = False,
+    compile_layers: bool = False,
 ):
     """Load ``model_dir`` with LoRA adapters attached. Returns (peft_model, tokenizer, backend).
 
     With ``init_adapter`` (a PEFT adapter folder, e.g. SFT's before GRPO) the LoRA starts from that adapter's
     weights and shape, trainable, instead of from scratch; ``lora`` then only gives the seed.
+    On the transformers backend, ``attn_implementation`` (``sdpa``, ``flex_attention``, ``eager``) picks the
+    attention kernel, ``liger_kernels`` swaps in liger-kernel's Triton RMSNorm, RoPE and SwiGLU (GPU only) and
+    ``compile_layers`` wraps every decoder layer in ``torch.compile`` (dynamic shapes).
     """
     backend = resolve_backend(backend)
     dtype = training_dtype(backend, precision)
@@ -115,7 +135,10 @@ def load_for_training(
             _load_adapter_weights(model, init_adapter)
     else:
         model, tokenizer = _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing,
-                                              init_adapter)
+                                              init_adapter, attn_implementation, liger_kernels)
+        if compile_layers:
+            for layer in model.get_base_model().get_decoder().layers:
+                layer.compile(dynamic=True)
     log.info("backend=%s dtype=%s 4bit=%s trainable=%s", backend, dtype, load_in_4bit, _trainable(model))
     return model, tokenizer, backend
 
@@ -151,12 +174,17 @@ def _load_adapter_weights(model, adapter_dir: str) -> None:
                           f"unexpected {list(result.unexpected_keys)[:3]}): was it trained on another base model?")
 
 
-def _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing, init_adapter=None):
+def _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpointing, init_adapter=None,
+                       attn_implementation=None, liger_kernels=False):
     import torch
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if liger_kernels and not torch.cuda.is_available():
+        raise ConfigError("liger_kernels needs a CUDA GPU (Triton kernels); turn it off on CPU.")
     kwargs = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if load_in_4bit:
         from transformers import BitsAndBytesConfig
 
@@ -167,6 +195,14 @@ def _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpoint
     elif torch.cuda.is_available():
         kwargs["device_map"] = {"": 0}
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if liger_kernels:
+        try:
+            from liger_kernel.transformers import _apply_liger_kernel_to_instance
+        except ImportError as err:
+            raise ConfigError("liger_kernels is on but liger-kernel is not installed: pip install '.[gpu]'.") from err
+        # The ORPO head is rulebound's own chunked loss: only the decoder's kernels are swapped.
+        _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                        fused_linear_cross_entropy=False)
     if load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:

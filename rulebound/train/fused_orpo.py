@@ -21,7 +21,9 @@ Log-softmax runs in fp32 here (TRL's runs in the model dtype), so in bf16 the tw
 ``padding_free=True`` packs the 2B sequences of a batch into one row with per-sequence position ids, so
 no compute goes to padding (transformers turns packed position ids into a block-diagonal causal mask,
 or varlen flash attention where installed). The ``logits/*`` metrics then average over real tokens
-only; TRL's average includes padded positions.
+only; TRL's average includes padded positions. ``prefix_sharing=True`` packs the same way and also runs
+each pair's shared prompt once (``rulebound.train.prefix_pack``); with ``attn_implementation="flex_attention"``
+the pair mask is block-sparse.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ import logging
 import torch
 from torch import nn
 from trl.experimental.orpo import ORPOTrainer
+
+from rulebound.train.prefix_pack import attention_mask as prefix_attention_mask
+from rulebound.train.prefix_pack import pack_pairs, right_padded
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +88,27 @@ class ChunkedTokenLogprobs(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None
 
 
+def _allow_recompiles(n: int) -> None:
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(n, getattr(torch._dynamo.config, name)))
+
+
 class FusedORPOTrainer(ORPOTrainer):
     """``trl.experimental.orpo.ORPOTrainer`` with the same loss and metrics, at O(chunk x vocab) logits memory."""
 
     def __init__(self, *args, chunk_elements: int = 2**26, padding_free: bool = False, nll_scope: str = "full",
-                 **kwargs):
+                 prefix_sharing: bool = False, pack_multiple: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if nll_scope not in ("full", "completion"):
             raise ValueError(f"nll_scope must be 'full' (TRL) or 'completion', got {nll_scope!r}")
         self.chunk_elements = chunk_elements  # fp32 logits held at once: 2**26 is 256 MB
         self.padding_free = padding_free
+        # One pass over each pair's shared prompt (rulebound.train.prefix_pack); implies padding-free.
+        self.prefix_sharing = prefix_sharing
+        self.pack_multiple = pack_multiple
         # "full" is TRL's NLL over prompt and answer; "completion" is the ORPO paper's SFT term on the
         # chosen answer alone, which puts the weight where a rule's decision is made.
         self.nll_scope = nll_scope
@@ -110,12 +126,23 @@ class FusedORPOTrainer(ORPOTrainer):
             return None
         return decoder, head
 
-    def _final_hidden(self, decoder, input_ids, attention_mask):
-        """Final (normed) hidden states, [2B, S, H]; packed into one row without padding if asked."""
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        right_padded = bool((attention_mask.bool() == (positions < attention_mask.sum(1, keepdim=True))).all())
-        if not (self.padding_free and right_padded):
+    def _final_hidden(self, decoder, input_ids, attention_mask, n_chosen):
+        """Final (normed) hidden states, [2B, S, H]; packed without padding (and shared prefixes) if asked."""
+        if not right_padded(attention_mask) or not (self.padding_free or self.prefix_sharing):
             return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        if self.prefix_sharing:
+            implementation = getattr(decoder.config, "_attn_implementation", "eager")
+            multiple = self.pack_multiple or 1
+            if implementation == "flex_attention":
+                # transformers compiles flex attention for static shapes: a packed length rounded up to 256
+                # bounds the recompiles (each new length compiles once), so let dynamo keep them all.
+                multiple = self.pack_multiple or 256
+                _allow_recompiles(64)
+            packed = pack_pairs(input_ids, attention_mask, n_chosen, self.padding_value, multiple)
+            mask = prefix_attention_mask(packed, implementation, decoder.dtype)
+            out = decoder(input_ids=packed.input_ids, position_ids=packed.position_ids, attention_mask=mask,
+                          use_cache=False).last_hidden_state[0]
+            return torch.cat([out, out.new_zeros(1, out.shape[-1])])[packed.index]
         keep = attention_mask.bool()
         position_ids = (attention_mask.cumsum(1) - 1)[keep]
         packed = decoder(input_ids=input_ids[keep][None], position_ids=position_ids[None], use_cache=False)
@@ -137,7 +164,7 @@ class FusedORPOTrainer(ORPOTrainer):
         # The autocast that accelerate wraps around model.forward (bf16/fp16 mixed precision) is not
         # entered when the decoder is called directly: enter it here, so LoRA matmuls run as they would.
         with self.accelerator.autocast():
-            hidden = self._final_hidden(decoder, input_ids, attention_mask)
+            hidden = self._final_hidden(decoder, input_ids, attention_mask, n_chosen)
         weight = head.weight
         hidden = hidden[:, :-1].to(weight.dtype)  # position t predicts token t+1
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from rulebound.errors import ConfigError
 from rulebound.io import atomic_path, read_table, write_csv
-from rulebound.train.backend import LoraSettings, cuda_available, load_for_training
+from rulebound.train.backend import LoraSettings, cuda_available, load_for_training, uses_fast_path
 from rulebound.train.card import write_model_card
 from rulebound.train.metrics import MetricsRecorder
 from rulebound.train.sampling import with_grouped_batches
@@ -116,15 +116,20 @@ def train_orpo(
     set_seed(int(cfg.get("seed", 3407)))
     lora = LoraSettings.from_config(cfg.get("lora", {}))
     dataset, groups = load_preference_data(train_parquet)
+    fast = uses_fast_path(cfg)
     model, tokenizer, backend = load_for_training(
         model_dir,
         lora,
-        cfg.get("backend", "auto"),
+        "transformers" if fast else cfg.get("backend", "auto"),
         max_seq_length=int(cfg.get("max_length", 1024)),
         load_in_4bit=bool(cfg.get("load_in_4bit", False)),
         precision=cfg.get("precision", "auto"),
         gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
+        attn_implementation="flex_attention" if fast else None,
+        compile_layers=fast,
     )
+    if fast:
+        backend = "transformers (fast path: shared prompts, flex attention, compiled layers)"
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.uint8)
     recorder = MetricsRecorder()
     scratch = tempfile.mkdtemp(prefix=f"rulebound-train-{experiment}-")
@@ -137,6 +142,8 @@ def train_orpo(
         if scope != "full" and not is_fused:
             raise ConfigError("train.nll_scope: completion needs train.trainer: fused (TRL's trainer is 'full').")
         extra = {"nll_scope": scope} if is_fused else {}
+        if fast:
+            extra.update(prefix_sharing=True, chunk_elements=2**25)
         trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[recorder],
                       **extra)
         log.info("ORPO: %d rows, %d planned steps, trainer=%s, backend=%s", len(dataset),
