@@ -69,6 +69,9 @@ def format_preferences(df: pd.DataFrame, tokenizer, *, user_column: str = "promp
     for column in (user_column, "chosen", "rejected"):
         if column not in df.columns:
             raise DataError(f"Preference data lacks column {column!r}; it needs prompt, chosen and rejected.")
+    if df.empty:
+        raise DataError("The preference data has no rows left to format: check the data step's log for rows it "
+                        "dropped (empty distilled answers, invalid rows) and its source.")
     eot = end_of_turn(tokenizer)
     out = df.rename(columns={user_column: "user"}).copy()
     systems = out[system_column] if system_column and system_column in out else [None] * len(out)

@@ -43,6 +43,11 @@ def test_format_applies_template_and_closes_turns(tokenizer):
     assert full.startswith(first["prompt"] + first["chosen"])
 
 
+def test_no_rows_left_is_a_clear_error(tokenizer):
+    with pytest.raises(DataError, match="no rows left"):
+        format_preferences(_rows().iloc[:0], tokenizer)
+
+
 def test_missing_column_is_named(tokenizer):
     with pytest.raises(DataError, match="'rejected'"):
         format_preferences(_rows().drop(columns="rejected"), tokenizer)
@@ -77,3 +82,13 @@ def test_data_card_counts_per_split_and_category(tokenizer):
     assert "2 training and 1 test preference pairs" in card
     assert "| no_please | 1 | 1 |" in card and "| please | 1 | 0 |" in card
     assert "Requests shared between train and test: 0." in card and "- `seed`: 1" in card
+
+
+def test_distill_stops_when_every_answer_is_empty(monkeypatch):
+    """A base model that writes nothing usable (e.g. no chat template) stops the data step with a reason."""
+    import rulebound.generate
+    from rulebound.distill import distill_answers
+
+    monkeypatch.setattr(rulebound.generate, "hf_generate", lambda *a, **k: ["", "   "])
+    with pytest.raises(DataError, match="All 2 answers .* are empty or refusals"):
+        distill_answers("some/model", ["Name a color.", "Name a fruit."], max_new_tokens=8, batch_size=2, threads=1)
