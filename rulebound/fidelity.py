@@ -39,7 +39,9 @@ def heldout_texts(test_parquet: str | os.PathLike, max_texts: int | None = 32) -
 def _load(gguf_path, n_ctx: int, threads: int | None):
     from rulebound.generate import open_gguf
 
-    return open_gguf(gguf_path, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=threads or os.cpu_count())
+    threads = threads or os.cpu_count()
+    return open_gguf(gguf_path, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=threads,
+                     n_threads_batch=threads)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -179,7 +179,8 @@ def gguf_generate(gguf_path: str | os.PathLike, conversations: list[list[dict]],
     ``ban_letter`` bans the same tokens as in ``hf_generate``, judged by the GGUF's own vocabulary.
     """
 
-    llm = open_gguf(gguf_path, n_ctx=n_ctx, n_threads=threads or os.cpu_count(),
+    threads = threads or os.cpu_count()
+    llm = open_gguf(gguf_path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                     lora_path=str(lora_path) if lora_path else None)
     if not llm.metadata.get("tokenizer.chat_template"):
         # llama-cpp-python would silently fall back to a generic format: the numbers would be meaningless.

@@ -184,6 +184,7 @@ def preference_scores_gguf(gguf_path: str | os.PathLike, pairs_df: pd.DataFrame,
             raise RuleboundError(f"{what} {path} does not exist.")
     start = time.perf_counter()
     llm = open_gguf(gguf_path, n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=threads or os.cpu_count(),
+                    n_threads_batch=threads or os.cpu_count(),
                     lora_path=str(lora_path) if lora_path else None)  # safe on AMX CPUs, see open_gguf
     prompts, chosen, rejected = templated_texts(pairs, GGUFChatTemplate(llm, str(gguf_path)))
 

@@ -178,6 +178,12 @@ def experiment_task(wildcards):
     return TASKS[parent_experiment(wildcards.experiment)]
 
 
+def eval_hf_threads(wildcards):
+    """Two threads for a politeness suite (~200 prompts); the smaller truthy and lipogram sets are bound by
+    loading, where a second thread is idle (docs/benchmarks.md). Profiles' set-threads override this."""
+    return 2 if experiment_task(wildcards) == "politeness" else 1
+
+
 def lipogram_letter(wildcards):
     """The banned letter of a lipogram experiment (None elsewhere)."""
     return exp_config(wildcards).get("letter")

@@ -20,6 +20,7 @@ rule evaluate_hf:
     wildcard_constraints:
         experiment=one_of(EXPERIMENTS),
         variant=HF_VARIANT,
+    threads: eval_hf_threads
     resources:
         gpu=1,  # runs on CPU too; GPU profiles schedule and place it by this
     log:
