@@ -61,10 +61,28 @@ def length_curriculum(completions: list[str], *, progress: float = 0.0, start_le
     return rewards
 
 
+def no_repeat(completions: list[str], *, progress: float = 0.0, n: int = 2, penalty: float = -3.0) -> list[float]:
+    """Against loops ("a fluffy, fluffy, and a fluffy"): ``penalty`` times the share of repeated word n-grams.
+
+    0 for a completion whose word n-grams are all distinct (or that has fewer than n words), ``penalty`` in
+    the limit of one n-gram over and over. Not in the seed: its curriculum answers stayed loop-free on an
+    A100's budget; on a CPU's 20 steps the ramp alone rewards length however it is made.
+    """
+    if n < 1:
+        raise ConfigError(f"no_repeat: n must be at least 1 (words per n-gram), got {n}")
+    rewards = []
+    for text in completions:
+        words = [w for w in (t.strip(".,;:!?\"'()[]-").lower() for t in text.split()) if w]
+        grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+        rewards.append(float(penalty) * (1.0 - len(set(grams)) / len(grams)) if grams else 0.0)
+    return rewards
+
+
 REWARDS: dict[str, Callable[..., list[float]]] = {
     "no_e": no_e,
     "short_penalty": short_penalty,
     "length_curriculum": length_curriculum,
+    "no_repeat": no_repeat,
 }
 
 

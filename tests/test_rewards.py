@@ -46,7 +46,7 @@ def test_resolve_binds_parameters():
     assert curriculum(["Dog"], 0.5) == pytest.approx([(3 - 40) / 40])
     assert curriculum(["Dog"], 0.5) == length_curriculum(["Dog"], progress=0.5, start_len=20, ramp=40)
     assert resolved[0][1](SEED_OUTPUTS, 0.0) == [3.0] * 5
-    assert set(REWARDS) == {"no_e", "short_penalty", "length_curriculum"}
+    assert set(REWARDS) == {"no_e", "short_penalty", "length_curriculum", "no_repeat"}
 
 
 def test_unknown_reward_lists_the_available_ones():
@@ -106,3 +106,14 @@ def test_no_e_penalty_ramp_grows_to_the_seed_penalty():
     assert no_e(["abc"], progress=0.0, ramp_from=0.2) == [3.0]
     with pytest.raises(ConfigError, match="ramp_from"):
         no_e(["x"], ramp_from=0.0)
+
+
+def test_no_repeat_scales_with_the_share_of_repeated_ngrams():
+    from rulebound.rewards import no_repeat
+
+    distinct, loop, short = no_repeat(["A small dog with dark fur.", "a fluffy, a fluffy, a fluffy, a fluffy", "Hi"])
+    assert distinct == 0.0 and short == 0.0
+    # bigrams: (a fluffy) x4, (fluffy a) x3 -> 2 distinct of 7
+    assert loop == pytest.approx(-3.0 * (1 - 2 / 7))
+    with pytest.raises(ConfigError, match="n must be at least 1"):
+        no_repeat(["x"], n=0)
