@@ -79,9 +79,9 @@ def resolve_backend(requested: str) -> str:
 def uses_fast_path(cfg: dict, cuda: bool | None = None) -> bool:
     """Whether an ORPO ``train`` section runs on rulebound's fastest verified path.
 
-    That path (2.1x stock Unsloth's samples/s at its peak memory on the 3B anchor, docs/benchmarks.md) is
-    transformers + PEFT with flex attention, every pair's shared prompt computed once, compiled decoder
-    layers and the chunked ORPO head. It needs a CUDA GPU, ``trainer: fused`` and 16-bit weights; an
+    That path (2.7x stock Unsloth's samples/s, 2.1x in another run, at its peak memory on the 3B anchor;
+    docs/benchmarks.md) is transformers + PEFT with flex attention, every pair's shared prompt computed
+    once, compiled decoder layers and the chunked ORPO head. It needs a CUDA GPU, ``trainer: fused`` and 16-bit weights; an
     explicit ``backend: unsloth``, ``fast_path: false`` or ``trainer: trl`` (TRL's plain path) turn it off.
     """
     if cuda is None:
