@@ -58,7 +58,7 @@ def distilled_rows(answers: pd.DataFrame, letter: str = "e") -> tuple[pd.DataFra
 
 
 def build_sft_rows(answers: pd.DataFrame, *, eval_prompts: list[str], letter: str = "e", shipped_qa: bool = True,
-                   source: str | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                   source: str | None = None, split: str = "train", seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """All SFT rows, shuffled, with per-source counts; held-out prompts never enter training."""
     parts, stats = [], {}
     rows, stats["constrained decoding"] = distilled_rows(answers, letter)
@@ -70,8 +70,8 @@ def build_sft_rows(answers: pd.DataFrame, *, eval_prompts: list[str], letter: st
     if source:
         from rulebound.ingest import read_source
 
-        dialogues, where = read_source(source)
-        filtered, hub_stats = lipogram.efree_sft_rows(dialogues)
+        dialogues, where = read_source(source, split=split)
+        filtered, hub_stats = lipogram.efree_sft_rows(dialogues, letter=letter)
         filtered = filtered.assign(
             prompt=filtered["prompt"].map(lambda m: m if isinstance(m, str) else json.dumps(list(m))),
             completion=filtered["completion"].map(lambda c: c if isinstance(c, str) else c[-1]["content"]),

@@ -21,18 +21,21 @@ RewardFn = Callable[[list[str], float], list[float]]
 
 
 def no_e(completions: list[str], *, progress: float = 0.0, reward_free: float = 3.0,
-         penalty_per_e: float = -1.5, ramp_from: float = 1.0) -> list[float]:
+         penalty_per_e: float = -1.5, ramp_from: float = 1.0, letter: str = "e") -> list[float]:
     """The seed's reward: ``reward_free`` for a completion without e/E, else ``penalty_per_e`` per e.
 
+    ``letter`` bans another letter instead (either case), for a lipogram experiment with ``letter:`` set.
     ``ramp_from`` < 1 is the seed's curriculum for the penalty ("gradually increase the penalties for e's
     over time"): the penalty starts at ``ramp_from`` times its size and grows linearly to full size.
     """
     if not 0 < ramp_from <= 1:
         raise ConfigError(f"no_e: ramp_from must be in (0, 1], got {ramp_from}")
+    if not (isinstance(letter, str) and len(letter) == 1 and letter.isalpha()):
+        raise ConfigError(f"no_e: letter must be one letter, got {letter!r}")
     scale = ramp_from + (1.0 - ramp_from) * min(max(progress, 0.0), 1.0)
     rewards = []
     for text in completions:
-        count = text.lower().count("e")
+        count = text.lower().count(letter.lower())
         rewards.append(float(reward_free) if count == 0 else float(penalty_per_e) * count * scale)
     return rewards
 

@@ -101,14 +101,16 @@ def ingest_raw(task: str, data: dict) -> tuple[pd.DataFrame, dict]:
         from rulebound.truthy import build_truthy_raw
 
         raw, report = build_truthy_raw(data["source"], invalid_rows=data["invalid_rows"],
-                                       test_fraction=data["test_fraction"], seed=data["seed"])
+                                       test_fraction=data["test_fraction"], seed=data["seed"],
+                                       split=data.get("split", "train"))
         return raw.assign(prompt_id=raw["pair_id"]), report  # the id later stages select rows by
     if task != "politeness":
         raise ConfigError(f"data.source ingestion is for preference experiments, not {task!r}")
     from rulebound.ingest import load_preference_source, split_holdout
     from rulebound.politeness import label_ingested
 
-    df, report = load_preference_source(data["source"], invalid_rows=data["invalid_rows"])
+    df, report = load_preference_source(data["source"], invalid_rows=data["invalid_rows"],
+                                        split=data.get("split", "train"))
     df = label_ingested(df, data["policy"])
     train, test = split_holdout(df, data["test_fraction"], data["seed"])
     return pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True), report

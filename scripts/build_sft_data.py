@@ -9,7 +9,7 @@ log = setup_logging(snakemake.log[0])
 data, letter = snakemake.params.data, snakemake.params.letter
 sft, stats = build_sft_rows(pd.read_parquet(snakemake.input.answers),
                             eval_prompts=pd.read_parquet(snakemake.input.eval_prompts)["prompt"].tolist(),
-                            letter=letter, shipped_qa=data["shipped_qa"], source=data["source"], seed=data["seed"])
+                            letter=letter, shipped_qa=data["shipped_qa"], source=data["source"], split=data["split"], seed=data["seed"])
 log.info("%d SFT rows; filters: %s", len(sft), stats)
 write_parquet(sft, snakemake.output.sft)
 write_text(sft_card(sft, stats, experiment=snakemake.wildcards.experiment, letter=letter, settings=data),

@@ -49,6 +49,29 @@ def test_dialogues_without_an_assistant_turn_stop(tmp_path):
         build_sft_rows(answers, eval_prompts=[], shipped_qa=False, source=str(path))
 
 
+def test_hub_dialogues_load_the_configured_split_and_filter_the_configured_letter(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(repo_id, split):
+        calls.append((repo_id, split))
+        return datasets.Dataset.from_list([
+            {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hello there, pal."}]},
+            {"messages": [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "A plum, maybe."}]},
+        ])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    answers = pd.DataFrame({"prompt": ["Talk about cats."], "answer": ["A cat is a small furry animal."]})
+    sft, stats = build_sft_rows(answers, eval_prompts=[], letter="o", shipped_qa=False,
+                                source="hf:owner/dialogues", split="train_sft", seed=0)
+    assert calls == [("owner/dialogues", "train_sft")]
+    hub = sft[sft["source"] == "hf:owner/dialogues"]
+    # banned letter o: "Hello there, pal." goes, "A plum, maybe." stays (under the default e it would go)
+    assert hub["completion"].tolist() == ["A plum, maybe."]
+    assert not sft["completion"].str.contains("o").any()
+
+
 def test_nothing_left_stops_with_what_to_change():
     answers = pd.DataFrame({"prompt": ["Talk."], "answer": ["The end."]})
     with pytest.raises(DataError, match="distill_prompts"):
