@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -18,11 +19,17 @@ from rulebound.io import write_csv, write_text
 log = logging.getLogger(__name__)
 
 COLUMNS = ["seed", "experiment", "figure", "published", "ours", "comparable", "setting"]
-# The seeds' own runs: what makes a run of ours the same experiment.
+# The seeds' own runs: what makes a run of ours the same experiment. ``models`` matches our model source:
+# the seed's checkpoint, or the same weights under another name (truthy: the 16-bit Llama-3-8B quantized to
+# nf4 at load, as presets/truthy-llama3-8b.yaml does so that the merge has a 16-bit base).
 SEED_RUNS = {
-    "politeness": {"seed": "000", "model": "hf:meta-llama/Llama-3.2-3B-Instruct", "data": "32,000 generated rows"},
-    "truthy": {"seed": "003", "model": "hf:unsloth/llama-3-8b-bnb-4bit", "data": "hf:jondurbin/truthy-dpo-v0.1"},
-    "lipogram": {"seed": "004", "model": "Qwen2.5 small instruct (the seed's)", "data": "filtered dialogues"},
+    "politeness": {"seed": "000", "model": "hf:meta-llama/Llama-3.2-3B-Instruct", "data": "32,000 generated rows",
+                   "models": r"hf:(meta-llama|unsloth)/Llama-3\.2-3B-Instruct"},
+    "truthy": {"seed": "003", "model": "hf:unsloth/llama-3-8b-bnb-4bit", "data": "hf:jondurbin/truthy-dpo-v0.1",
+               "models": r"hf:(unsloth/llama-3-8b(-bnb-4bit)?|meta-llama/Meta-Llama-3-8B)"},
+    "lipogram": {"seed": "004", "model": "a small Qwen2.5 instruct model (hf:Qwen/Qwen2.5-0.5B-Instruct)",
+                 "data": "hub dialogues filtered to e-free answers",
+                 "models": r"hf:(Qwen|unsloth)/Qwen2\.5-(0\.5|1\.5)B-Instruct"},
 }
 # Seed 004 gives anecdotes per method, not numbers: the failure mode each method showed.
 LIPOGRAM_PUBLISHED = {
@@ -77,9 +84,15 @@ def comparability(experiment_task: str, model_source: str, config: dict) -> tupl
     else:
         setting = (f"{model_source}; {config['data'].get('rows')} rows; lr {train.get('learning_rate')}, "
                    f"beta {train.get('beta')}")
-    same_model = model_source == seed["model"]
-    same_data = experiment_task != "truthy" or config["data"]["source"] == seed["data"]
-    if same_model and same_data and (experiment_task != "politeness" or config["data"].get("rows") == 32000):
+    same_model = re.fullmatch(seed["models"], str(model_source)) is not None
+    data = config.get("data") or {}
+    if experiment_task == "truthy":
+        same_data = data.get("source") == seed["data"] and bool(train.get("load_in_4bit"))
+    elif experiment_task == "lipogram":
+        same_data = str(data.get("source") or "").startswith("hf:")  # the seed filtered hub dialogues
+    else:
+        same_data = data.get("rows") == 32000 and not data.get("source")
+    if same_model and same_data:
         return "yes", setting
     return f"no: our run is not the seed's ({seed['model']}, {seed['data']}); same mechanism at another scale", setting
 
@@ -184,8 +197,9 @@ def render_markdown(table: pd.DataFrame) -> str:
     for (seed, name), group in table.groupby(["seed", "experiment"], sort=True):
         first = group.iloc[0]
         parts.append(f"\n## Seed {seed}: {name}\n\nOur setting: {first['setting']}  \nComparable: {first['comparable']}\n")
-        parts.append("| figure | published | ours |\n| --- | --- | --- |")
-        parts += [f"| {r.figure} | {r.published} | {str(r.ours).replace('|', '/')} |" for r in group.itertuples()]
+        parts.append("| figure | published | ours | comparable |\n| --- | --- | --- | --- |")
+        parts += [f"| {r.figure} | {r.published} | {str(r.ours).replace('|', '/')} | "
+                  f"{'yes' if r.comparable == 'yes' else 'no (not the seed run)'} |" for r in group.itertuples()]
     return "\n".join(parts) + "\n"
 
 

@@ -43,10 +43,11 @@ RELEASE_TARGETS = ["politeness", "results/politeness/gguf/politeness-lora-F16.Mo
                    "results/politeness/publish"]
 
 
-def dry_run(workdir: Path, *configfiles: Path) -> tuple[subprocess.CompletedProcess, dict[str, list[str]]]:
+def dry_run(workdir: Path, *configfiles: Path, targets=tuple(RELEASE_TARGETS)
+            ) -> tuple[subprocess.CompletedProcess, dict[str, list[str]]]:
     (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
     cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(REPO / "profiles" / "slurm-a100"), *RELEASE_TARGETS,
+           "--profile", str(REPO / "profiles" / "slurm-a100"), *targets,
            "--configfile", *map(str, configfiles)]
     env = {**os.environ, **SLURM_ENV, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=env, timeout=120)
@@ -94,3 +95,49 @@ def test_unsloth_preset_dry_run_needs_no_gpu(tmp_path):
     proc, jobs = dry_run(tmp_path, PRESET)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "train_orpo" in jobs
+
+
+def _check_gpu_resources(jobs: dict[str, list[str]]) -> None:
+    for rule, bodies in jobs.items():
+        for body in bodies:
+            gpu = re.search(r"resources: .*\bgpu=1\b", body) is not None
+            assert gpu == (rule in GPU_RULES), (rule, body)
+            if rule in GPU_RULES:
+                assert "slurm_partition=a100q" in body and "gpu_model=a100" in body
+
+
+def test_truthy_preset_is_the_seed_run_and_plans_on_the_a100_profile(tmp_path):
+    preset = REPO / "presets" / "truthy-llama3-8b.yaml"
+    exp = merged_config(preset)["experiments"]["truthy"]
+    train = exp["train"]
+    assert exp["data"]["source"] == "hf:jondurbin/truthy-dpo-v0.1"
+    assert (train["load_in_4bit"], train["optim"], train["lr_scheduler_type"], train["beta"]) == \
+        (True, "paged_adamw_8bit", "cosine", 0.1)
+    assert (train["batch_size"], train["gradient_accumulation_steps"], train["epochs"]) == (2, 2, 1)
+    assert (train["max_prompt_length"], train["max_length"]) == (512, 1024)
+    assert (train["lora"]["r"], train["lora"]["alpha"], train["lora"]["seed"]) == (16, 16, 3407)
+    assert train["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                               "down_proj"]
+    auto = tmp_path / "auto.yaml"  # as above: the Unsloth device check is the next test's business
+    auto.write_text("experiments:\n  truthy:\n    train:\n      backend: auto\n")
+    proc, jobs = dry_run(tmp_path, preset, auto, targets=("truthy",))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {"prepare_model", "ingest_pairs", "format_data", "train_orpo", "merge_adapter", "convert_gguf",
+            "quantize_gguf", "evaluate_hf", "evaluate_gguf"} <= set(jobs), sorted(jobs)
+    assert all("model=llama-3-8b" in b for b in jobs["prepare_model"])
+    _check_gpu_resources(jobs)
+
+
+def test_lipogram_preset_plans_the_ladder_on_the_a100_profile(tmp_path):
+    preset = REPO / "presets" / "lipogram-qwen2.5-0.5b.yaml"
+    exp = merged_config(preset)["experiments"]["lipogram"]
+    assert exp["data"]["source"].startswith("hf:") and exp["data"]["split"] == "train_sft"
+    assert set(exp["methods"]) == {"sft", "grpo", "grpo_length", "grpo_curriculum"}
+    auto = tmp_path / "auto.yaml"
+    auto.write_text("experiments:\n  lipogram:\n    methods:\n" + "".join(
+        f"      {m}: {{backend: auto}}\n" for m in exp["methods"]))
+    proc, jobs = dry_run(tmp_path, preset, auto, targets=("lipogram",))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(jobs["train_grpo"]) == 3 and len(jobs["train_sft"]) == 1, sorted(jobs)
+    assert all("model=qwen2.5-0.5b-instruct" in b for b in jobs["prepare_model"])
+    _check_gpu_resources(jobs)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+import pytest
 
 from rulebound.reproduce import build_reproduction, comparability, render_markdown, write_reproduction
 
@@ -83,10 +86,35 @@ def test_the_seed_run_itself_is_comparable():
     assert not_ok.startswith("no:")
 
 
+def _overlay(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _overlay(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+@pytest.mark.parametrize("preset, experiment", [("politeness-llama3.2-3b", "politeness"),
+                                                ("truthy-llama3-8b", "truthy"),
+                                                ("lipogram-qwen2.5-0.5b", "lipogram")])
+def test_each_seed_preset_is_the_comparable_run_and_the_default_is_not(preset, experiment):
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    default = yaml.safe_load((root / "config.yaml").read_text())
+    config = _overlay(default, yaml.safe_load((root / "presets" / f"{preset}.yaml").read_text()))
+    exp = config["experiments"][experiment]
+    ok, setting = comparability(exp["task"], config["models"][exp["model"]]["source"], exp)
+    assert ok == "yes", (preset, ok, setting)
+    plain = default["experiments"][experiment]
+    not_ok, _ = comparability(plain["task"], default["models"][plain["model"]]["source"], plain)
+    assert not_ok.startswith("no:")
+
+
 def test_markdown_and_csv_are_written(tmp_path):
     _results(tmp_path)
     table = write_reproduction(_settings(), tmp_path / "r.md", tmp_path / "r.csv", tmp_path)
     text = (tmp_path / "r.md").read_text()
     assert "## Seed 000: politeness" in text and "## Seed 004: lipogram" in text
     assert len(pd.read_csv(tmp_path / "r.csv")) == len(table)
-    assert render_markdown(table).count("| figure | published | ours |") == 3
+    assert render_markdown(table).count("| figure | published | ours | comparable |") == 3
+    assert text.count("| no (not the seed run) |") == len(table)  # every row says it, not only the heading
