@@ -99,9 +99,17 @@ def check_semantics(config: dict) -> None:
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(problems))
 
 
+def resolve_nll_scope(train: dict) -> None:
+    """``nll_scope: auto`` in place: the ORPO paper's completion-only NLL with the fused trainer, TRL's full
+    prompt+answer NLL with ``trainer: trl``, so switching trainers is one key."""
+    if train.get("nll_scope") == "auto":
+        train["nll_scope"] = "completion" if train.get("trainer", "fused") == "fused" else "full"
+
+
 def _preference_problems(where: str, exp: dict) -> list[str]:
     problems = []
     train = exp.get("train", {})
+    resolve_nll_scope(train)
     if train.get("nll_scope") == "completion" and train.get("trainer") == "trl":
         problems.append(
             f"{where}.train.nll_scope = 'completion' needs trainer: fused "

@@ -78,6 +78,17 @@ def test_completion_nll_needs_the_fused_trainer(config):
         validate_config(config, SCHEMA)
 
 
+def test_switching_to_trls_trainer_is_one_key(config):
+    """nll_scope: auto follows the trainer, so `trainer: trl` alone is TRL's plain ORPO (full-sequence NLL)."""
+    import copy
+
+    fused = validate_config(copy.deepcopy(config), SCHEMA)["experiments"]["politeness"]["train"]
+    assert (fused["trainer"], fused["nll_scope"]) == ("fused", "completion")
+    config["experiments"]["politeness"]["train"]["trainer"] = "trl"
+    trl = validate_config(config, SCHEMA)["experiments"]["politeness"]["train"]
+    assert (trl["trainer"], trl["nll_scope"]) == ("trl", "full")
+
+
 def test_canonical_sorts_keys_at_every_level():
     from rulebound.config import canonical
 
