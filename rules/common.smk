@@ -274,8 +274,11 @@ def reproduction_settings(wildcards=None):
 
 
 def report_inputs(wildcards=None):
-    """What the HTML page reads: each experiment's report files and the training metrics of all its runs."""
-    return [f for exp in EXPERIMENTS for f in experiment_report_files(exp) + metrics_for(exp)]
+    """What the HTML page reads: each experiment's report files and the training metrics of all its runs,
+    and the quant fidelity plot of every preference experiment that builds quants."""
+    files = [f for exp in EXPERIMENTS for f in experiment_report_files(exp) + metrics_for(exp)]
+    return files + [f"results/{exp}/report/fidelity.png" for exp in PREFERENCE_EXPS
+                    if config["experiments"][exp]["export"]["quants"]]
 
 
 def experiment_targets(exp):

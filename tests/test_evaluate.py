@@ -135,6 +135,17 @@ def test_select_prompts_is_deterministic_and_covers_categories():
     assert len(select_prompts(df, None)) == 40 and len(select_prompts(df, 100)) == 40
 
 
+def test_select_prompts_always_keeps_the_example_rows():
+    categories = ["please"] * 20 + ["no_please"] * 20
+    df = test_frame([f"Explain thing {i}." for i in range(40)], categories)
+    df["example"] = False
+    plain = select_prompts(df, 4)
+    outside = df.index[~df["prompt_id"].isin(plain["prompt_id"])][:2]
+    df.loc[outside, "example"] = True  # the rainbow rows, which the hash order alone would have cut
+    chosen = select_prompts(df, 4)
+    assert len(chosen) == 4 and set(df.loc[outside, "prompt_id"]) <= set(chosen["prompt_id"])
+
+
 def test_evaluate_hf_writes_the_eval_csv(tiny_model_dir, tmp_path):
     users = ["Please name a planet.", "Name a planet.", "I'm pleased to ask: name a planet."]
     test = tmp_path / "test.parquet"

@@ -146,6 +146,7 @@ def test_report_pngs_and_html(built):
         assert width > 200 and height > 200 and len(png) > 10_000
     html = (built / "results" / "report.html").read_text()
     assert "data:image/png;base64," in html and EXP in html
+    assert 'alt="fidelity"' in html  # the quant fidelity plot is on the page, not only in snakemake --report
 
 
 def test_release_artifacts(built):
