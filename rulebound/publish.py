@@ -134,15 +134,19 @@ def push_folder(folder, repo_id: str, *, token: str, private: bool = True, endpo
 
 
 def publish(folder, *, experiment: str, settings: dict, environ=None) -> str | None:
-    """Push ``folder`` when ``settings['repo_id']`` and HF_TOKEN are set; otherwise log why not. Commit URL or None."""
+    """Push ``folder`` to ``settings['repo_id']`` with HF_TOKEN; the commit URL, or None when no repo is set.
+
+    A repo without a token is an error (one message, the folder untouched): the push was asked for.
+    """
     environ = os.environ if environ is None else environ
     repo_id, token = settings.get("repo_id"), environ.get("HF_TOKEN")
     if not repo_id:
         log.info("%s: not pushing %s: experiments.%s.publish.repo_id is not set", experiment, folder, experiment)
         return None
     if not token:
-        log.info("%s: not pushing %s to %s: HF_TOKEN is not set in the environment", experiment, folder, repo_id)
-        return None
+        raise RuleboundError(f"{experiment}: cannot push {folder} to {repo_id}: HF_TOKEN is not set in the "
+                             "environment. Export a write token (HF_TOKEN=hf_...) and run `snakemake publish` again; "
+                             f"the folder is complete and can also be uploaded by hand (hf upload {repo_id} {folder}).")
     return push_folder(folder, repo_id, token=token, private=settings.get("private", True))
 
 

@@ -84,21 +84,28 @@ def test_folder_refuses_an_incomplete_adapter(tmp_path, run_outputs):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("settings, environ, reason", [
-    ({"repo_id": None}, {"HF_TOKEN": FAKE_TOKEN}, "publish.repo_id is not set"),
-    ({"repo_id": "someone/politeness"}, {}, "HF_TOKEN is not set in the environment"),
-])
-def test_no_push_without_repo_or_token(tmp_path, run_outputs, monkeypatch, caplog, settings, environ, reason):
+def _no_push(*args, **kwargs):
+    raise AssertionError("push attempted")
+
+
+def test_no_push_without_a_repo(tmp_path, run_outputs, monkeypatch, caplog):
     folder = make_folder(tmp_path, run_outputs)
-
-    def no_push(*args, **kwargs):
-        raise AssertionError("push attempted")
-
-    monkeypatch.setattr(rpublish, "push_folder", no_push)
+    monkeypatch.setattr(rpublish, "push_folder", _no_push)
     with caplog.at_level(logging.INFO, logger="rulebound.publish"):
-        assert publish(folder, experiment="politeness", settings=settings, environ=environ) is None
-    assert "not pushing" in caplog.text and reason in caplog.text
+        assert publish(folder, experiment="politeness", settings={"repo_id": None},
+                       environ={"HF_TOKEN": FAKE_TOKEN}) is None
+    assert "not pushing" in caplog.text and "publish.repo_id is not set" in caplog.text
     assert FAKE_TOKEN not in caplog.text
+
+
+def test_a_repo_without_a_token_is_one_clear_error_and_the_folder_stays(tmp_path, run_outputs, monkeypatch):
+    folder = make_folder(tmp_path, run_outputs)
+    before = sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+    monkeypatch.setattr(rpublish, "push_folder", _no_push)
+    with pytest.raises(RuleboundError, match="HF_TOKEN is not set in the environment") as err:
+        publish(folder, experiment="politeness", settings={"repo_id": "someone/politeness"}, environ={})
+    assert "someone/politeness" in str(err.value) and "snakemake publish" in str(err.value)
+    assert sorted((p.name, p.stat().st_size) for p in folder.iterdir()) == before
 
 
 PUSH_CODE = """
