@@ -33,7 +33,12 @@ def end_of_turn(tokenizer) -> str:
 
 
 def messages_for(user: str, system: str | None = None, history: list[dict] | None = None) -> list[dict]:
-    messages = [{"role": "system", "content": system}] if system else []
+    """The conversation for one row. A system turn goes first whenever the data has one, an empty one too:
+    the seed's format_chat_template always sends the row's system message, and leaving an empty one out
+    would let a template (SmolLM2's, Qwen's) put its own default system prompt in its place."""
+    if isinstance(system, float) and system != system:  # NaN: no system cell
+        system = None
+    messages = [{"role": "system", "content": str(system)}] if system is not None else []
     messages.extend(history or [])
     messages.append({"role": "user", "content": user})
     return messages
@@ -65,6 +70,9 @@ def format_preferences(df: pd.DataFrame, tokenizer, *, user_column: str = "promp
     """Apply the chat template; keep metadata columns; drop or truncate rows over the length limits.
 
     ``max_prompt_length`` (the seeds' ORPOConfig setting, gone from TRL 1.x) caps the templated prompt.
+    ``overlong: drop`` removes a row over either limit; ``truncate`` keeps the end of its prompt (the question)
+    and the start of each answer, in tokens, as TRL's ORPO once did. ``result.attrs["length_limit"]`` counts
+    what happened, for the data card.
     """
     for column in (user_column, "chosen", "rejected"):
         if column not in df.columns:
@@ -83,13 +91,23 @@ def format_preferences(df: pd.DataFrame, tokenizer, *, user_column: str = "promp
     ]
     out["chosen"] = out["chosen"].astype(str) + eot
     out["rejected"] = out["rejected"].astype(str) + eot
+    limit = {"max_length": max_length, "max_prompt_length": max_prompt_length, "overlong": overlong, "rows": len(out),
+             "affected": 0}
     if max_length:
-        out = _apply_length_limit(out, tokenizer, max_length, overlong, max_prompt_length)
-    return out.reset_index(drop=True)
+        out, limit["affected"] = _apply_length_limit(out, tokenizer, max_length, overlong, max_prompt_length)
+    out = out.reset_index(drop=True)
+    out.attrs["length_limit"] = limit
+    return out
 
 
 def _apply_length_limit(df: pd.DataFrame, tokenizer, max_length: int, overlong: str,
-                        max_prompt_length: int | None = None) -> pd.DataFrame:
+                        max_prompt_length: int | None = None) -> tuple[pd.DataFrame, int]:
+    if overlong not in ("drop", "truncate"):
+        raise DataError(f"overlong must be 'drop' or 'truncate', got {overlong!r}")
+    if max_prompt_length and max_prompt_length >= max_length:
+        raise DataError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}): "
+                        "the answer needs room.")
+
     def n_tokens(texts):
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
@@ -99,17 +117,28 @@ def _apply_length_limit(df: pd.DataFrame, tokenizer, max_length: int, overlong: 
     too_long = prompt_len + longest > max_length
     if max_prompt_length:
         too_long |= prompt_len > max_prompt_length
-    if too_long.any():
-        if overlong == "drop":
-            log.warning("dropping %d of %d rows longer than max_length=%d (prompt: %s) tokens", too_long.sum(),
-                        len(df), max_length, max_prompt_length)
-            df = df[~too_long]
-        elif overlong == "truncate":
-            log.warning("%d of %d rows exceed max_length=%d tokens; the trainer truncates their answers",
-                        too_long.sum(), len(df), max_length)
-        else:
-            raise DataError(f"overlong must be 'drop' or 'truncate', got {overlong!r}")
-    return df
+    n = int(too_long.sum())
+    if not n:
+        return df, 0
+    if overlong == "drop":
+        log.warning("dropping %d of %d rows longer than max_length=%d (prompt: %s) tokens", n, len(df), max_length,
+                    max_prompt_length)
+        return df[~too_long], n
+    df = df.copy()
+    prompt_cap = max_prompt_length or max_length // 2
+    for i in df.index[too_long]:
+        ids = tokenizer(df.at[i, "prompt"], add_special_tokens=False)["input_ids"]
+        if len(ids) > prompt_cap or len(ids) >= max_length:
+            df.at[i, "prompt"] = tokenizer.decode(ids[-prompt_cap:])  # keep the end: the question and the turn
+            ids = ids[-prompt_cap:]
+        room = max_length - len(ids)
+        for column in ("chosen", "rejected"):
+            answer = tokenizer(df.at[i, column], add_special_tokens=False)["input_ids"]
+            if len(answer) > room:
+                df.at[i, column] = tokenizer.decode(answer[:room])
+    log.warning("truncated %d of %d rows to max_length=%d tokens (prompt: at most %d, its end kept; answers: "
+                "their start)", n, len(df), max_length, prompt_cap)
+    return df, n
 
 
 def split_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -124,9 +124,10 @@ def answer_examples(*, inputs: dict, out_csv: str | os.PathLike, variant: str, s
 
     raw = read_table(inputs["eval_set"], ["prompt", "split"], "answer examples")
     rows = raw[raw["split"] == "test"].head(settings["examples"]).reset_index(drop=True)
-    systems = rows["system"] if "system" in rows.columns else [""] * len(rows)
-    chats = [([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
-             for s, p in zip(systems, rows["prompt"])]
+    from rulebound.formatting import messages_for
+
+    systems = rows["system"] if "system" in rows.columns else [None] * len(rows)
+    chats = [messages_for(p, s) for s, p in zip(systems, rows["prompt"])]  # as the pairs were trained
     if inputs.get("gguf"):
         answers = gguf_generate(inputs["gguf"], chats, max_new_tokens=settings["max_new_tokens"],
                                 n_ctx=settings["n_ctx"], threads=threads, lora_path=inputs.get("lora"))

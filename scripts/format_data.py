@@ -18,5 +18,5 @@ train, test = split_frame(formatted)
 log.info("train %d rows, test %d rows (of %d)", len(train), len(test), len(raw))
 write_parquet(train, snakemake.output.train)
 write_parquet(test, snakemake.output.test)
-write_text(data_card(train, test, experiment=snakemake.wildcards.experiment, settings=snakemake.params.data),
-           snakemake.output.card)
+write_text(data_card(train, test, experiment=snakemake.wildcards.experiment, settings=snakemake.params.data,
+                     length_limit=formatted.attrs.get("length_limit")), snakemake.output.card)

@@ -53,13 +53,45 @@ def test_missing_column_is_named(tokenizer):
         format_preferences(_rows().drop(columns="rejected"), tokenizer)
 
 
-def test_overlong_rows_are_dropped(tokenizer):
+def _n(tokenizer, text):
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_overlong_rows_are_dropped_or_truncated_and_counted(tokenizer):
+    from rulebound.datacard import data_card
+
     rows = _rows()
     rows.loc[0, "chosen"] = "word " * 400
     out = format_preferences(rows, tokenizer, max_length=128, overlong="drop")
     assert list(out["prompt_id"]) == ["b", "c"]
+    assert out.attrs["length_limit"]["affected"] == 1
     kept = format_preferences(rows, tokenizer, max_length=128, overlong="truncate")
-    assert len(kept) == 3
+    assert len(kept) == 3 and kept.attrs["length_limit"]["affected"] == 1
+    first = kept.iloc[0]
+    assert _n(tokenizer, first["prompt"]) + _n(tokenizer, first["chosen"]) <= 128
+    assert first["chosen"].startswith("word word") and first["rejected"] == rows.loc[0, "rejected"] + "<|im_end|>"
+    assert kept.iloc[1].equals(format_preferences(rows, tokenizer).iloc[1])  # rows within the limit are untouched
+    train, test = split_frame(kept.assign(category="please"))
+    card = data_card(train, test, experiment="x", settings={}, length_limit=kept.attrs["length_limit"])
+    assert "1 of 3 rows truncated" in card
+
+
+def test_truncation_keeps_the_end_of_a_long_prompt(tokenizer):
+    rows = _rows()
+    rows.loc[0, "prompt"] = "blah " * 300 + "Please say hi."
+    kept = format_preferences(rows, tokenizer, max_length=256, max_prompt_length=64, overlong="truncate")
+    prompt = kept.iloc[0]["prompt"]
+    assert _n(tokenizer, prompt) <= 64 and prompt.endswith("Please say hi.<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(DataError, match="max_prompt_length"):
+        format_preferences(rows, tokenizer, max_length=64, max_prompt_length=64, overlong="truncate")
+
+
+def test_an_empty_system_cell_is_an_empty_system_turn_not_the_templates_default(tokenizer):
+    rows = _rows().assign(system="")
+    out = format_preferences(rows, tokenizer, system_column="system")
+    assert out.iloc[0]["prompt"].startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nPlease say hi.")
+    default = format_preferences(_rows(), tokenizer).iloc[0]["prompt"]  # no system column: the template's own
+    assert "SmolLM" in default
 
 
 def test_split_is_disjoint(tokenizer):
