@@ -282,12 +282,31 @@ def gguf_banned_token_ids(llm, letter: str = "e") -> list[int]:
     return ids
 
 
-def llama_ban_kwargs(llm, letter: str = "e") -> dict:
+def letter_grammar(letter: str = "e") -> str:
+    """A GBNF grammar (llama.cpp's) for text without the letter in either case.
+
+    llama.cpp rejects every token whose text would break it, so the ban travels with the GGUF to any
+    llama.cpp front end: ``llama-cli -m model.gguf --grammar-file no-e.gbnf``, ``llama-server``'s
+    ``grammar`` field, or ``Llama(...)(grammar=LlamaGrammar.from_string(...))`` in Python.
+    """
+    low = _letter(letter)
+    return f"# text without the letter {low!r} (either case): the lipogram constraint\nroot ::= [^{low}{low.upper()}]*\n"
+
+
+def llama_ban_kwargs(llm, letter: str = "e", method: str = "grammar") -> dict:
     """Keyword arguments for ``Llama.create_chat_completion`` / ``Llama.__call__`` that ban the letter.
 
-    A vectorised ``logits_processor`` rather than ``logit_bias``: llama-cpp-python applies ``logit_bias``
-    through a Python loop over the dict, about 25k entries per generated token for "e".
+    ``grammar`` (the default): ``letter_grammar`` in llama.cpp's own sampler, the form a user of the exported
+    GGUF can pass to any llama.cpp front end. ``processor``: a vectorised ``logits_processor`` over the
+    banned ids, about 1.5x faster on this CPU, the same greedy answers (a test checks), but Python-only.
+    Not ``logit_bias``: llama-cpp-python applies it through a Python loop over ~25k entries per token.
     """
+    if method == "grammar":
+        from llama_cpp import LlamaGrammar
+
+        return {"grammar": LlamaGrammar.from_string(letter_grammar(letter), verbose=False)}
+    if method != "processor":
+        raise ConfigError(f"letter ban method must be 'grammar' or 'processor', got {method!r}")
     import numpy as np
     from llama_cpp import LogitsProcessorList
 

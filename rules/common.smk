@@ -287,6 +287,7 @@ def experiment_targets(exp):
     if TASKS[exp] == "lipogram":
         runs = [f"{exp}/{m}" for m in cfg["export"]["methods"]]
         targets = [gguf_path(run, v) for run in runs for v in ["F16", *cfg["export"]["quants"]]]
+        targets.append(f"results/{exp}/gguf/{exp}-no-{cfg['letter']}.gbnf")
     else:
         targets = [gguf_path(exp, v) for v in ["F16", "lora-F16", *cfg["export"]["quants"]]]
     return targets + experiment_report_files(exp) + release_targets(exp)

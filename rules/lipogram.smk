@@ -59,3 +59,19 @@ rule build_sft_data:
         "../envs/data.yaml"
     script:
         "../scripts/build_sft_data.py"
+
+
+rule lipogram_grammar:
+    """llama.cpp's grammar for the constraint, for any llama.cpp front end on the exported GGUFs."""
+    output:
+        "results/{experiment}/gguf/{experiment}-no-{letter}.gbnf",
+    wildcard_constraints:
+        experiment=one_of(LIPOGRAM_EXPS),
+        letter="[a-z]",
+    log:
+        "logs/lipogram_grammar/{experiment}-{letter}.log",
+    run:
+        from rulebound.io import write_text
+        from rulebound.lipogram import letter_grammar
+
+        write_text(letter_grammar(wildcards.letter), output[0])

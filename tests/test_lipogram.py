@@ -194,8 +194,23 @@ def test_gguf_ban_matches_hf_ban(tokenizer, gguf):
 
     llm = Llama(model_path=str(gguf), n_ctx=64, n_threads=1, verbose=False)
     assert set(lipogram.gguf_banned_token_ids(llm)) == set(lipogram.banned_token_ids(tokenizer))
-    kwargs = lipogram.llama_ban_kwargs(llm)
-    assert set(kwargs) == {"logits_processor"}
+    assert set(lipogram.llama_ban_kwargs(llm, method="processor")) == {"logits_processor"}
+    assert set(lipogram.llama_ban_kwargs(llm)) == {"grammar"}
+
+
+def test_the_grammar_bans_what_the_token_ban_bans(gguf):
+    """llama.cpp's grammar (what a user passes to llama-cli) and the id ban give the same greedy answers."""
+    from llama_cpp import Llama
+
+    assert lipogram.letter_grammar("x").splitlines()[-1] == "root ::= [^xX]*"
+    llm = Llama(model_path=str(gguf), n_ctx=256, n_threads=1, verbose=False)
+    for prompt in SEED_PROMPTS[:3]:
+        answers = []
+        for method in ("grammar", "processor"):
+            out = llm.create_chat_completion([{"role": "user", "content": prompt}], max_tokens=24, temperature=0.0,
+                                             seed=0, **lipogram.llama_ban_kwargs(llm, method=method))
+            answers.append(out["choices"][0]["message"]["content"])
+        assert answers[0] == answers[1] and answers[0] and lipogram.is_e_free(answers[0]), answers
 
 
 def test_constrained_generation_is_e_free_hf(embedded_model_dir):

@@ -230,6 +230,7 @@ def test_lipogram_methods_train_export_and_evaluate(built):
     assert not constrained["response"].str.contains("[eE]").any()  # the ban holds on HF
     on_gguf = pd.read_csv(root / "eval" / "constrained-F16.csv", keep_default_na=False)
     assert not on_gguf["response"].str.contains("[eE]").any()  # and through llama.cpp
+    assert (root / "gguf" / "lipogram-no-e.gbnf").read_text().splitlines()[-1] == "root ::= [^eE]*"
     summary = pd.read_csv(root / "eval" / "summary.csv")
     assert list(summary["variant"]) == ["base", "prompt", "constrained", "constrained-F16", "sft", "grpo",
                                         "grpo_length", "grpo_curriculum", "grpo_curriculum-Q4_K_M"]
