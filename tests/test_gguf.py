@@ -224,6 +224,47 @@ def test_convert_lora_adapter(tmp_path, tiny_model_dir, tiny_f16, llama_cpp_dir)
     assert len(reader.tensors) == 2 * 2 * 2  # 2 layers x (q, v) x (A, B)
 
 
+def test_lora_gguf_on_the_base_gguf_gives_the_merged_models_answers(tmp_path, tiny_model_dir, tiny_f16,
+                                                                   llama_cpp_dir):
+    """What the pipeline's lora-F16 variant relies on: base GGUF + LoRA GGUF == merged model's GGUF."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rulebound.merge import merge_adapter
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                      task_type="CAUSAL_LM"))
+    with torch.no_grad():  # PEFT starts B at zero (a no-op adapter): give it weight, as training would
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "adapter")
+    lora = convert_lora_to_gguf(tmp_path / "adapter", tiny_model_dir, tmp_path / "lora.gguf", llama_cpp_dir)
+    merge_adapter(tiny_model_dir, tmp_path / "adapter", tmp_path / "merged", dtype="float16")
+    merged = convert_hf_to_gguf(tmp_path / "merged", tmp_path / "merged.gguf", llama_cpp_dir)
+
+    def run(path, **kwargs):
+        llm = Llama(model_path=str(path), n_ctx=128, n_threads=1, logits_all=True, verbose=False, **kwargs)
+        tokens = llm.tokenize(b"Hello there, how are you today?")
+        llm.eval(tokens)
+        logits = np.array(llm.scores[: len(tokens)])
+        reply = llm.create_chat_completion([{"role": "user", "content": "Hello"}], temperature=0, max_tokens=12,
+                                           seed=0)["choices"][0]["message"]["content"]
+        return logits, reply
+
+    base_logits, _ = run(tiny_f16)
+    lora_logits, lora_reply = run(tiny_f16, lora_path=str(lora))
+    merged_logits, merged_reply = run(merged)
+    assert np.abs(lora_logits - base_logits).max() > 0.1  # the adapter changes the model
+    assert np.abs(lora_logits - merged_logits).max() < 2e-2 * max(1.0, np.abs(merged_logits).max())
+    assert (lora_logits.argmax(-1) == merged_logits.argmax(-1)).all() and lora_reply == merged_reply
+
+
 def test_convert_reports_converter_errors(tmp_path, llama_cpp_dir):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text('{"architectures": ["NoSuchModelForCausalLM"]}')
