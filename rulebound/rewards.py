@@ -81,11 +81,53 @@ def no_repeat(completions: list[str], *, progress: float = 0.0, n: int = 2, pena
     return rewards
 
 
+def complete_sentence(completions: list[str], *, progress: float = 0.0, bonus: float = 1.0,
+                      penalty: float = -1.0) -> list[float]:
+    """``bonus`` when the stripped completion ends a sentence (. ! ?), else ``penalty``: cut-off loops lose."""
+    return [float(bonus) if text.strip().endswith((".", "!", "?")) else float(penalty) for text in completions]
+
+
+_TOPIC_STOP = set("""what how why who when where which about with from into over under for and but not you your yours
+our out its it's this that than then them they two one some any all many much more most very just also only can
+could would should will shall may might must does did done doing had has have having was were are is am be been
+tell give make makes work works part hardest start started story short poem child simple words word fun fact facts
+tips know everyone something interesting sentences sentence kind good nice today day way thing things lot lots
+describe explain write writing""".split())
+
+
+def topic_words(prompt: str, letter: str = "e") -> list[str]:
+    """The prompt's content words a lipogram answer can repeat: 3+ letters, not a stop word, without the letter."""
+    low = letter.lower()
+    words = ["".join(c for c in w.lower() if c.isalpha() or c == "'") for w in prompt.split()]
+    return sorted({w for w in words if len(w) >= 3 and w not in _TOPIC_STOP and low not in w})
+
+
+def on_topic(completions: list[str], *, prompts: list[str], progress: float = 0.0, weight: float = 1.0,
+             letter: str = "e") -> list[float]:
+    """``weight`` times the share of the prompt's topic words (``topic_words``) the answer uses; 0 without any.
+
+    Against the seed's dodge ("Describe a dog." -> "Hippo"): an e-free answer must still be about the
+    prompt. A word counts when an answer word starts with its first five letters ("volcanic" for "volcano").
+    """
+    scores = []
+    for prompt, text in zip(prompts, completions):
+        wanted = topic_words(prompt, letter)
+        if not wanted:
+            scores.append(0.0)
+            continue
+        used = ["".join(c for c in w.lower() if c.isalpha() or c == "'") for w in text.split()]
+        hit = sum(any(u.startswith(w[:5]) for u in used) for w in wanted)
+        scores.append(float(weight) * hit / len(wanted))
+    return scores
+
+
 REWARDS: dict[str, Callable[..., list[float]]] = {
     "no_e": no_e,
     "short_penalty": short_penalty,
     "length_curriculum": length_curriculum,
     "no_repeat": no_repeat,
+    "complete_sentence": complete_sentence,
+    "on_topic": on_topic,
 }
 
 
@@ -119,14 +161,16 @@ def _parse(spec) -> tuple[str, dict]:
     raise ConfigError(f"Reward spec {spec!r} is neither a name nor a mapping with a 'name' key, "
                       "e.g. no_e or {name: length_curriculum, ramp: 60}.")
 
+    extra = {"prompts": ["probe"]} if "prompts" in signature.parameters else {}
 
 def _check_params(name: str, fn, params: dict) -> None:
     signature = inspect.signature(fn)
+    extra = {"prompts": ["probe"]} if "prompts" in signature.parameters else {}
     try:
-        signature.bind(["probe"], progress=0.0, **params)
+        signature.bind(["probe"], progress=0.0, **extra, **params)
     except TypeError as exc:
         accepted = [p.name for p in signature.parameters.values()
-                    if p.kind is p.KEYWORD_ONLY and p.name != "progress"]
+                    if p.kind is p.KEYWORD_ONLY and p.name not in ("progress", "prompts")]
         raise ConfigError(f"Reward {name!r} does not take these parameters: {exc}. It takes "
                           f"{', '.join(accepted) or 'no parameters'} (and must accept progress=...); "
                           f"{_available()}.") from None
@@ -135,8 +179,9 @@ def _check_params(name: str, fn, params: dict) -> None:
 def _dry_run(name: str, fn, params: dict) -> None:
     """Call the reward once on two probes, so bad values fail now rather than at the first training step."""
     probes = ["", "A short probe answer."]
+    extra = {"prompts": ["Describe a probe.", "Describe a probe."]} if takes_prompts(fn) else {}
     try:
-        scores = fn(probes, progress=0.0, **params)
+        scores = fn(probes, progress=0.0, **extra, **params)
     except ConfigError:
         raise
     except Exception as exc:
@@ -147,8 +192,19 @@ def _dry_run(name: str, fn, params: dict) -> None:
                           f"probes it returned {scores!r}.")
 
 
+def takes_prompts(fn) -> bool:
+    """Whether a reward reads the prompts (a ``prompts`` keyword) besides the completions."""
+    return "prompts" in inspect.signature(fn).parameters
+
+
 def _bind(fn, params: dict, label: str) -> RewardFn:
-    def reward(completions: list[str], progress: float = 0.0) -> list[float]:
+    wants_prompts = takes_prompts(fn)
+
+    def reward(completions: list[str], progress: float = 0.0, prompts: list[str] | None = None) -> list[float]:
+        if wants_prompts:
+            if prompts is None or len(prompts) != len(completions):
+                raise ValueError(f"Reward {label!r} reads the prompts: pass one prompt per completion.")
+            return fn(completions, progress=progress, prompts=prompts, **params)
         return fn(completions, progress=progress, **params)
 
     reward.__name__ = reward.__qualname__ = label

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rulebound.errors import ConfigError
-from rulebound.rewards import REWARDS, length_curriculum, no_e, resolve_rewards, short_penalty
+from rulebound.rewards import (REWARDS, complete_sentence, length_curriculum, no_e, on_topic, resolve_rewards,
+                               short_penalty, topic_words)
 
 SEED_OUTPUTS = ["Dog", "A", "Hippo", "Barky fur, wagging tail.", "Blu sng."]
 
@@ -46,7 +47,38 @@ def test_resolve_binds_parameters():
     assert curriculum(["Dog"], 0.5) == pytest.approx([(3 - 40) / 40])
     assert curriculum(["Dog"], 0.5) == length_curriculum(["Dog"], progress=0.5, start_len=20, ramp=40)
     assert resolved[0][1](SEED_OUTPUTS, 0.0) == [3.0] * 5
-    assert set(REWARDS) == {"no_e", "short_penalty", "length_curriculum", "no_repeat"}
+    assert set(REWARDS) == {"no_e", "short_penalty", "length_curriculum", "no_repeat", "complete_sentence", "on_topic"}
+
+
+def test_no_e_bans_the_configured_letter():
+    assert no_e(["Hello", "cat", "TAXI"], letter="x") == [3.0, 3.0, -1.5]
+    with pytest.raises(ConfigError, match="one letter"):
+        no_e(["x"], letter="ab")
+
+
+def test_complete_sentence_pays_for_an_ending():
+    assert complete_sentence(["Barky fur, wagging tail.", "a light, a light, a", "Is it?", "Go!  "]) == \
+        [1.0, -1.0, 1.0, 1.0]
+
+
+def test_on_topic_counts_the_prompts_words_the_answer_keeps():
+    assert topic_words("Describe a dog.") == ["dog"]
+    assert topic_words("Tell me about a tornado.") == ["tornado"]
+    assert topic_words("Give me a short story about a lost key.") == ["lost"]  # "key" holds the letter
+    assert topic_words("How are you?") == []
+    prompts = ["Describe a dog.", "Describe a dog.", "Tell me about a tornado.", "How are you?"]
+    answers = ["Barky fur, wagging tail: a dog.", "Hippo", "A tornadic wind spins.", "Fine."]
+    assert on_topic(answers, prompts=prompts) == [1.0, 0.0, 1.0, 0.0]  # "tornadic" shares "torna"
+    assert on_topic(answers[:1], prompts=prompts[:1], weight=2.5) == [2.5]
+
+
+def test_a_reward_that_reads_prompts_gets_them_bound():
+    (_, topic), = resolve_rewards([{"name": "on_topic", "weight": 2.0}])
+    assert topic(["A dog naps."], 0.3, prompts=["Describe a dog."]) == [2.0]
+    with pytest.raises(ValueError, match="reads the prompts"):
+        topic(["A dog naps."], 0.3)
+    (_, plain), = resolve_rewards(["no_e"])
+    assert plain(["A dog naps."], 0.3, prompts=["ignored"]) == [3.0]  # rewards without prompts ignore them
 
 
 def test_unknown_reward_lists_the_available_ones():

@@ -221,6 +221,17 @@ def test_configured_rewards_become_trl_reward_functions():
     assert early[0] > late[0]  # the length target has grown past the answer
 
 
+def test_a_prompt_reading_reward_gets_the_users_last_turn_from_trl():
+    from rulebound.train.grpo import reward_functions
+
+    (topic,) = reward_functions(["on_topic"])
+    prompts = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe a dog."}],
+               "Explain gravity."]
+    chats = [[{"role": "assistant", "content": "A dog naps."}], [{"role": "assistant", "content": "A cat naps."}]]
+    assert topic(prompts=prompts, completions=chats, trainer_state=types.SimpleNamespace(global_step=0,
+                                                                                         max_steps=4)) == [1.0, 0.0]
+
+
 def run_without_model(monkeypatch, prompts_parquet, tmp_path, cfg, message):
     import rulebound.train.sft as sft
     from rulebound.train.grpo import train_grpo

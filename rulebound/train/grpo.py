@@ -85,6 +85,14 @@ def completion_text(completion) -> str:
     return str(content)
 
 
+def prompt_text(prompt) -> str:
+    """The user's last turn of one TRL prompt: a string, or conversational [{role, content}, ...]."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m for m in prompt if m.get("role") == "user"] or list(prompt)
+    return completion_text(users[-1:]) if users else ""
+
+
 def training_progress(trainer_state) -> float:
     """Optimizer steps done over steps planned (TRL's TrainerState), in [0, 1]; 0 before training starts."""
     planned = getattr(trainer_state, "max_steps", 0) or 0
@@ -100,7 +108,7 @@ def trl_reward(name: str, reward: RewardFn):
         progress = training_progress(trainer_state)
         if log_metric is not None:
             log_metric("progress", progress)
-        scores = reward([completion_text(c) for c in completions], progress)
+        scores = reward([completion_text(c) for c in completions], progress, prompts=[prompt_text(p) for p in prompts])
         if len(scores) != len(completions):
             raise ValueError(f"Reward {name!r} returned {len(scores)} scores for {len(completions)} completions.")
         return [float(s) for s in scores]
