@@ -223,7 +223,8 @@ def test_lipogram_methods_train_export_and_evaluate(built):
     for method in ("sft", "grpo", "grpo_length", "grpo_curriculum"):
         assert (root / method / "adapter" / "adapter_model.safetensors").is_file(), method
     grpo = pd.read_csv(root / "grpo_curriculum" / "train" / "metrics.csv")
-    for column in ("reward", "rewards/no_e/mean", "rewards/short_penalty/mean", "rewards/length_curriculum/mean"):
+    for column in ("reward", "rewards/no_e/mean", "rewards/short_penalty/mean", "rewards/length_curriculum/mean",
+                   "rewards/on_topic/mean"):
         assert column in grpo.columns and grpo[column].notna().all(), column
     assert (root / "grpo_curriculum" / "gguf" / "lipogram-grpo_curriculum-Q4_K_M.gguf").is_file()
     constrained = pd.read_csv(root / "eval" / "constrained.csv", keep_default_na=False)
