@@ -57,6 +57,15 @@ def dry_run(workdir: Path, *configfiles: Path, targets=tuple(RELEASE_TARGETS)
     return proc, jobs
 
 
+def _check_gpu_resources(jobs: dict[str, list[str]]) -> None:
+    for rule, bodies in jobs.items():
+        for body in bodies:
+            gpu = re.search(r"resources: .*\bgpu=1\b", body) is not None
+            assert gpu == (rule in GPU_RULES), (rule, body)
+            if rule in GPU_RULES:
+                assert "slurm_partition=a100q" in body and "gpu_model=a100" in body
+
+
 def test_preset_sets_the_seed_run():
     config = merged_config(PRESET)
     assert config["models"]["llama-3.2-3b-instruct"]["source"] == "hf:meta-llama/Llama-3.2-3B-Instruct"
@@ -83,27 +92,13 @@ def test_preset_plans_on_the_a100_profile(tmp_path):
     assert len(jobs["prepare_model"]) == 1 and all("model=llama-3.2-3b-instruct" in b for b in jobs["prepare_model"])
     assert all("model=llama-3.2-3b-instruct" in b for b in jobs["convert_base_gguf"])
     assert "smollm2" not in proc.stdout  # the default model is defined but nothing uses it
-    for rule, bodies in jobs.items():
-        for body in bodies:
-            gpu = re.search(r"resources: .*\bgpu=1\b", body) is not None
-            assert gpu == (rule in GPU_RULES), (rule, body)
-            if rule in GPU_RULES:
-                assert "slurm_partition=a100q" in body and "gpu_model=a100" in body
+    _check_gpu_resources(jobs)
 
 
 def test_unsloth_preset_dry_run_needs_no_gpu(tmp_path):
     proc, jobs = dry_run(tmp_path, PRESET)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "train_orpo" in jobs
-
-
-def _check_gpu_resources(jobs: dict[str, list[str]]) -> None:
-    for rule, bodies in jobs.items():
-        for body in bodies:
-            gpu = re.search(r"resources: .*\bgpu=1\b", body) is not None
-            assert gpu == (rule in GPU_RULES), (rule, body)
-            if rule in GPU_RULES:
-                assert "slurm_partition=a100q" in body and "gpu_model=a100" in body
 
 
 def test_truthy_preset_is_the_seed_run_and_plans_on_the_a100_profile(tmp_path):
