@@ -104,9 +104,9 @@ def _apply_length_limit(df: pd.DataFrame, tokenizer, max_length: int, overlong: 
                         max_prompt_length: int | None = None) -> tuple[pd.DataFrame, int]:
     if overlong not in ("drop", "truncate"):
         raise DataError(f"overlong must be 'drop' or 'truncate', got {overlong!r}")
-    if max_prompt_length and max_prompt_length >= max_length:
-        raise DataError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}): "
-                        "the answer needs room.")
+    if overlong == "truncate" and max_prompt_length and max_prompt_length >= max_length:
+        raise DataError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}) to "
+                        "truncate: the answer needs room.")
 
     def n_tokens(texts):
         return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
