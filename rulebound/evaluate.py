@@ -65,19 +65,20 @@ def select_prompts(df: pd.DataFrame, max_prompts: int | None) -> pd.DataFrame:
 
     Rows are ranked by a hash of ``prompt_id`` (``suite_id`` in the suite) within their category, then
     categories are interleaved, so a small budget still covers please, no_please and trap prompts alike.
-    Rows marked ``example`` (the seed's rainbow prompts) come first: a report and the reproduction table
-    quote them, so no budget leaves them out.
+    Rows marked ``example`` (the seed's rainbow prompts) rank first within their category: a report and the
+    reproduction table quote them, so any budget of at least one row per category keeps them.
     """
     if max_prompts is None or max_prompts >= len(df):
         return df.reset_index(drop=True)
     if max_prompts < 1:
         raise ValueError(f"max_prompts must be at least 1 or None, got {max_prompts}")
     ids = df["prompt_id" if "prompt_id" in df.columns else "suite_id"].astype(str)
-    key = ids.map(lambda s: hashlib.sha1(s.encode()).hexdigest())
+    example = (df["example"].astype(str).str.lower() == "true") if "example" in df.columns else \
+        pd.Series(False, index=df.index)
+    key = pd.Series([("0" if ex else "1") + hashlib.sha1(s.encode()).hexdigest() for s, ex in zip(ids, example)],
+                    index=df.index)
     rank = key.groupby(df["category"]).rank(method="first")
-    example = (df["example"].astype(str).str.lower() == "true") if "example" in df.columns else False
-    order = (pd.DataFrame({"example": ~pd.Series(example, index=df.index), "rank": rank, "category": df["category"]})
-             .sort_values(["example", "rank", "category"]).index)
+    order = pd.DataFrame({"rank": rank, "category": df["category"]}).sort_values(["rank", "category"]).index
     return df.loc[sorted(order[:max_prompts])].reset_index(drop=True)
 
 

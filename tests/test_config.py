@@ -127,6 +127,7 @@ def test_lipogram_bad_methods_stop_before_any_job(changes, message):
 def test_lipogram_init_cycle_and_unbuilt_gguf_variant_are_refused():
     config = _lipogram_config(init="grpo")
     config["experiments"]["lipogram"]["methods"]["grpo"]["init"] = "grpo_curriculum"
+    config["experiments"]["lipogram"]["export"]["methods"] = ["grpo_curriculum"]
     config["experiments"]["lipogram"]["evaluate"]["variants"].append("sft-Q4_K_M")
     with pytest.raises(ConfigError) as err:
         validate_config(config, SCHEMA)

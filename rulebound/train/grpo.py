@@ -102,13 +102,24 @@ def training_progress(trainer_state) -> float:
 
 
 def trl_reward(name: str, reward: RewardFn):
-    """Adapt ``reward(texts, progress)`` to TRL's reward signature; TRL logs it as ``rewards/<name>/mean``."""
+    """Adapt ``reward(texts, progress)`` to TRL's reward signature; TRL logs it as ``rewards/<name>/mean``.
+
+    A reward that takes ``prompts=`` (rulebound.rewards binds one for every reward) also gets the user's
+    last turn of each prompt.
+    """
+    import inspect
+
+    wants_prompts = "prompts" in inspect.signature(reward).parameters
 
     def reward_func(prompts, completions, trainer_state=None, log_metric=None, **kwargs):
         progress = training_progress(trainer_state)
         if log_metric is not None:
             log_metric("progress", progress)
-        scores = reward([completion_text(c) for c in completions], progress, prompts=[prompt_text(p) for p in prompts])
+        texts = [completion_text(c) for c in completions]
+        if wants_prompts:
+            scores = reward(texts, progress, prompts=[prompt_text(p) for p in prompts])
+        else:
+            scores = reward(texts, progress)
         if len(scores) != len(completions):
             raise ValueError(f"Reward {name!r} returned {len(scores)} scores for {len(completions)} completions.")
         return [float(s) for s in scores]
