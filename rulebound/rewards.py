@@ -95,11 +95,14 @@ tips know everyone something interesting sentences sentence kind good nice today
 describe explain write writing""".split())
 
 
+def _words(text: str) -> list[str]:
+    return ["".join(c for c in w.lower() if c.isalpha() or c == "'") for w in text.split()]
+
+
 def topic_words(prompt: str, letter: str = "e") -> list[str]:
     """The prompt's content words a lipogram answer can repeat: 3+ letters, not a stop word, without the letter."""
     low = letter.lower()
-    words = ["".join(c for c in w.lower() if c.isalpha() or c == "'") for w in prompt.split()]
-    return sorted({w for w in words if len(w) >= 3 and w not in _TOPIC_STOP and low not in w})
+    return sorted({w for w in _words(prompt) if len(w) >= 3 and w not in _TOPIC_STOP and low not in w})
 
 
 def on_topic(completions: list[str], *, prompts: list[str], progress: float = 0.0, weight: float = 1.0,
@@ -115,7 +118,7 @@ def on_topic(completions: list[str], *, prompts: list[str], progress: float = 0.
         if not wanted:
             scores.append(0.0)
             continue
-        used = ["".join(c for c in w.lower() if c.isalpha() or c == "'") for w in text.split()]
+        used = _words(text)
         hit = sum(any(u.startswith(w[:5]) for u in used) for w in wanted)
         scores.append(float(weight) * hit / len(wanted))
     return scores
@@ -161,11 +164,10 @@ def _parse(spec) -> tuple[str, dict]:
     raise ConfigError(f"Reward spec {spec!r} is neither a name nor a mapping with a 'name' key, "
                       "e.g. no_e or {name: length_curriculum, ramp: 60}.")
 
-    extra = {"prompts": ["probe"]} if "prompts" in signature.parameters else {}
 
 def _check_params(name: str, fn, params: dict) -> None:
     signature = inspect.signature(fn)
-    extra = {"prompts": ["probe"]} if "prompts" in signature.parameters else {}
+    extra = {"prompts": ["probe"]} if takes_prompts(fn) else {}
     try:
         signature.bind(["probe"], progress=0.0, **extra, **params)
     except TypeError as exc:
