@@ -10,11 +10,10 @@ from pathlib import Path
 import yaml
 
 from rulebound.errors import ConfigError
-from rulebound.gguf import QUANT_TYPES
+from rulebound.export.gguf import QUANT_TYPES
 from rulebound.models import parse_source
 
 GGUF_VARIANTS = set(QUANT_TYPES)
-HF_VARIANTS = {"base", "adapter", "merged"}
 
 
 def _validator(schema: dict):
@@ -60,10 +59,44 @@ def canonical(obj):
     return obj
 
 
-def validate_config(config: dict, schema_path: str | Path) -> dict:
-    """Validate ``config`` in place (defaults filled in) and return it; raise ConfigError listing problems."""
+def load_schema(schema_path: str | Path) -> dict:
+    """The base schema with every registered task's fragment: ``experiments.<name>`` is one of the tasks' shapes,
+    picked by its ``task:`` key. A fragment's own ``definitions`` join the base ones (names must not clash)."""
+    from rulebound.tasks import registry
+
     schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
-    validator = _validator(schema)
+    definitions = schema.setdefault("definitions", {})
+    names = registry.names()
+    branches = []
+    for name in names:
+        path = registry.get(name).schema_file()
+        if not Path(path).is_file():
+            raise ConfigError(f"Task {name!r} has no schema fragment at {path}; a task ships one (see README, Layout).")
+        fragment = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        for key, value in (fragment.pop("definitions", None) or {}).items():
+            if key in definitions:
+                raise ConfigError(f"{path} defines {key!r}, which the base schema or another task defines already.")
+            definitions[key] = value
+        definitions[f"task_{name}"] = fragment
+        branches.append({"if": {"properties": {"task": {"const": name}}}, "then": {"$ref": f"#/definitions/task_{name}"}})
+    definitions["experiment"] = {
+        "type": "object",
+        "required": ["task", "model"],
+        "properties": {"task": {"enum": names, "description": "what the experiment teaches (a registered task)"}},
+        "allOf": branches,
+    }
+    return schema
+
+
+def validate_config(config: dict, schema_path: str | Path) -> dict:
+    """Validate ``config`` in place (defaults filled in) and return it; raise ConfigError listing problems.
+
+    Plug-in tasks named under ``task_plugins`` are loaded first, so that their experiments validate too.
+    """
+    from rulebound.tasks import registry
+
+    registry.load_plugins(list(config.get("task_plugins") or []))
+    validator = _validator(load_schema(schema_path))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
@@ -72,10 +105,12 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 
 
 RESERVED_NAMES = {"all", "publish", "reproduce"}  # rule names: an experiment is also a target rule
-LIPOGRAM_BASELINES = {"base", "prompt", "constrained"}
 
 
 def check_semantics(config: dict) -> None:
+    """What the schema cannot check: model sources, references between keys, every task's own checks, rewards."""
+    from rulebound.tasks import registry
+
     problems = []
     for name, model in config["models"].items():
         try:
@@ -91,12 +126,21 @@ def check_semantics(config: dict) -> None:
                 f"{where}.model = {exp['model']!r} is not defined under models: "
                 f"(defined: {', '.join(config['models'])})"
             )
-        if exp["task"] == "lipogram":
-            problems += _lipogram_problems(where, exp)
-        else:
-            problems += _preference_problems(where, exp)
+        task = registry.get(exp["task"])
+        problems += task.check_config(where, exp)
+        for run in task.runs(name, exp):
+            section = _section_of(where, name, run.name)
+            if run.method == "orpo":
+                problems += _orpo_problems(section, run.settings)
+            elif run.method == "grpo":
+                problems += _reward_problems(f"{section}.rewards", run.settings["rewards"])
     if problems:
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _section_of(where: str, experiment: str, run: str) -> str:
+    """Where a run's settings live in the config: the experiment's train: or methods.<method>."""
+    return f"{where}.train" if run == experiment else f"{where}.methods.{run.split('/', 1)[1]}"
 
 
 def resolve_nll_scope(train: dict) -> None:
@@ -106,59 +150,12 @@ def resolve_nll_scope(train: dict) -> None:
         train["nll_scope"] = "completion" if train.get("trainer", "fused") == "fused" else "full"
 
 
-def _preference_problems(where: str, exp: dict) -> list[str]:
-    problems = []
-    train = exp.get("train", {})
+def _orpo_problems(where: str, train: dict) -> list[str]:
     resolve_nll_scope(train)
     if train.get("nll_scope") == "completion" and train.get("trainer") == "trl":
-        problems.append(
-            f"{where}.train.nll_scope = 'completion' needs trainer: fused "
-            "(TRL's own ORPOTrainer always takes the NLL over prompt and answer: use nll_scope: full)"
-        )
-    quants = set(exp.get("export", {}).get("quants", []))
-    for variant in exp.get("evaluate", {}).get("variants", []):
-        if variant in GGUF_VARIANTS - {"F16"} and variant not in quants:
-            problems.append(
-                f"{where}.evaluate.variants has {variant} but export.quants does not build it "
-                f"(export.quants: {', '.join(sorted(quants)) or 'none'})"
-            )
-    return problems
-
-
-def _lipogram_problems(where: str, exp: dict) -> list[str]:
-    """Method inits name methods (no cycles); variants name baselines, methods or exported GGUFs."""
-    problems, methods = [], exp["methods"]
-    for method, cfg in methods.items():
-        seen, init = {method}, cfg.get("init")
-        while init:
-            if init not in methods:
-                problems.append(f"{where}.methods.{method}.init = {init!r} is not a method "
-                                f"(methods: {', '.join(methods)})")
-                break
-            if init in seen:
-                problems.append(f"{where}.methods.{method}.init: methods start from each other in a cycle")
-                break
-            seen.add(init)
-            init = methods[init].get("init")
-        if cfg["method"] == "grpo":
-            problems += _reward_problems(f"{where}.methods.{method}.rewards", cfg["rewards"])
-    export = exp["export"]
-    for method in export["methods"]:
-        if method not in methods:
-            problems.append(f"{where}.export.methods has {method!r}, which is not a method")
-    for variant in exp["evaluate"]["variants"]:
-        name, _, quant = variant.partition("-")
-        if not quant and name not in LIPOGRAM_BASELINES | set(methods):
-            problems.append(f"{where}.evaluate.variants has {variant!r}: not one of "
-                            f"{', '.join(sorted(LIPOGRAM_BASELINES | set(methods)))}")
-        elif quant and name == "constrained" and quant != "F16":
-            problems.append(f"{where}.evaluate.variants has {variant!r}: constrained decoding on llama.cpp "
-                            "runs on the base model's F16 GGUF only (constrained-F16)")
-        elif quant and name != "constrained" and (name not in export["methods"]
-                                                    or quant not in {"F16", *export["quants"]}):
-            problems.append(f"{where}.evaluate.variants has {variant!r}, but export does not build that GGUF "
-                            f"(export.methods: {export['methods']}, export.quants: {export['quants']})")
-    return problems
+        return [f"{where}.nll_scope = 'completion' needs trainer: fused "
+                "(TRL's own ORPOTrainer always takes the NLL over prompt and answer: use nll_scope: full)"]
+    return []
 
 
 def _reward_problems(where: str, specs: list) -> list[str]:
@@ -174,11 +171,12 @@ def _reward_problems(where: str, specs: list) -> list[str]:
     return []
 
 
-def training_sections(exp: dict) -> list[tuple[str, dict]]:
-    """(where, settings) of every training run of an experiment: its train: or each lipogram method."""
-    if exp.get("task") == "lipogram":
-        return [(f"methods.{m}", cfg) for m, cfg in exp["methods"].items()]
-    return [("train", exp["train"])]
+def training_sections(name: str, exp: dict) -> list[tuple[str, dict]]:
+    """(where, settings) of every training run of an experiment."""
+    from rulebound.tasks import registry
+
+    return [(_section_of(f"experiments.{name}", name, run.name), run.settings)
+            for run in registry.get(exp["task"]).runs(name, exp)]
 
 
 def check_devices(config: dict) -> None:
@@ -188,8 +186,8 @@ def check_devices(config: dict) -> None:
     if cuda_available():
         return
     for name, exp in config["experiments"].items():
-        for section, train in training_sections(exp):
-            _check_train_devices(f"experiments.{name}.{section}", train)
+        for where, train in training_sections(name, exp):
+            _check_train_devices(where, train)
 
 
 def _check_train_devices(where: str, train: dict) -> None:

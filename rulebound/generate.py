@@ -1,8 +1,10 @@
 """Greedy generation from an HF folder (optionally with a PEFT adapter) or from a GGUF file.
 
 Both take conversations (lists of ``{"role", "content"}`` messages) and apply the model's own
-chat template, so what is evaluated is what a user of that artifact would get. Both can ban a letter
-(``ban_letter="e"``): every token whose text holds it is masked out, the lipogram seed's constrained decoding.
+chat template, so what is evaluated is what a user of that artifact would get. Both take an optional
+``constraint``: an object that a task builds (the lipogram's letter ban is one) and generation applies,
+through ``constraint.hf_logits_processor(tokenizer)`` on transformers and ``constraint.llama_kwargs(llm)``
+(a grammar or a logits processor) on llama.cpp. Generation itself knows no task.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Protocol
 
 from rulebound.errors import RuleboundError
+from rulebound.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,18 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _with_system(conversations: list[list[dict]], system_prompt: str | None) -> list[list[dict]]:
+class Constraint(Protocol):
+    """What a decoding constraint provides to each generation backend."""
+
+    def hf_logits_processor(self, tokenizer):
+        """A transformers ``LogitsProcessor`` for this tokenizer's vocabulary."""
+
+    def llama_kwargs(self, llm) -> dict:
+        """Keyword arguments for ``Llama.create_chat_completion`` (``grammar=`` or ``logits_processor=``)."""
+
+
+def with_system(conversations: list[list[dict]], system_prompt: str | None) -> list[list[dict]]:
+    """Each conversation with ``system_prompt`` first, unless it already opens with a system turn."""
     if not system_prompt:
         return [list(c) for c in conversations]
     return [list(c) if c and c[0]["role"] == "system" else [{"role": "system", "content": system_prompt}, *c]
@@ -65,11 +80,10 @@ def _stop_ids(model, tokenizer) -> list[int]:
 def hf_generate(model_dir: str | os.PathLike, conversations: list[list[dict]], *,
                 adapter_dir: str | os.PathLike | None = None, max_new_tokens: int = 64, batch_size: int = 16,
                 threads: int | None = None, system_prompt: str | None = None,
-                ban_letter: str | None = None) -> list[str]:
+                constraint: Constraint | None = None) -> list[str]:
     """Greedy replies (new text only, special tokens skipped, stripped), in the order of ``conversations``.
 
-    ``ban_letter`` (e.g. ``"e"``) masks every token containing that letter, in either case; special tokens
-    such as the end of turn stay allowed.
+    ``constraint`` (see ``Constraint``) restricts decoding, e.g. the lipogram's ban of every token holding a letter.
     """
     import torch
 
@@ -80,23 +94,19 @@ def hf_generate(model_dir: str | os.PathLike, conversations: list[list[dict]], *
         torch.set_num_threads(threads)
     try:
         model, tokenizer = load_hf_model(model_dir, adapter_dir)
-        return _generate_sorted(model, tokenizer, _with_system(conversations, system_prompt),
+        return _generate_sorted(model, tokenizer, with_system(conversations, system_prompt),
                                 max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                logits_processor=_hf_letter_ban(tokenizer, ban_letter))
+                                logits_processor=_hf_constraint(tokenizer, constraint))
     finally:
         torch.set_num_threads(previous_threads)  # a library call should not leave the process retuned
 
 
-def _hf_letter_ban(tokenizer, letter: str | None):
-    if not letter:
+def _hf_constraint(tokenizer, constraint: Constraint | None):
+    if constraint is None:
         return None
     from transformers import LogitsProcessorList
 
-    from rulebound.lipogram import BanTokens, banned_token_ids
-
-    ids = banned_token_ids(tokenizer, letter)
-    log.info("constrained decoding: %d of %d tokens contain %r and are banned", len(ids), len(tokenizer), letter)
-    return LogitsProcessorList([BanTokens(ids)])
+    return LogitsProcessorList([constraint.hf_logits_processor(tokenizer)])
 
 
 def _generate_sorted(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int,
@@ -112,6 +122,7 @@ def _generate_sorted(model, tokenizer, conversations: list[list[dict]], *, max_n
                               pad_token_id=tokenizer.pad_token_id)
     replies: list[str | None] = [None] * len(texts)
     start = time.perf_counter()
+    progress = Progress(len(texts), "generated", log)
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
@@ -120,6 +131,7 @@ def _generate_sorted(model, tokenizer, conversations: list[list[dict]], *, max_n
             new = out[:, enc["input_ids"].shape[1]:]
             for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 replies[i] = text.strip()
+            progress.update(len(idx))
     log.info("generated %d replies (max %d new tokens, batch %d) in %.1f s",
              len(texts), max_new_tokens, batch_size, time.perf_counter() - start)
     return replies
@@ -173,10 +185,10 @@ def open_gguf(gguf_path: str | os.PathLike, **kwargs):
 
 def gguf_generate(gguf_path: str | os.PathLike, conversations: list[list[dict]], *, max_new_tokens: int = 64,
                   n_ctx: int = 2048, threads: int | None = None,
-                  lora_path: str | os.PathLike | None = None, ban_letter: str | None = None) -> list[str]:
+                  lora_path: str | os.PathLike | None = None, constraint: Constraint | None = None) -> list[str]:
     """Greedy replies through llama.cpp's chat completion, with the template stored in the GGUF.
 
-    ``ban_letter`` bans the same tokens as in ``hf_generate``, judged by the GGUF's own vocabulary.
+    ``constraint`` restricts decoding as in ``hf_generate``, judged by the GGUF's own vocabulary.
     """
 
     threads = threads or os.cpu_count()
@@ -188,17 +200,15 @@ def gguf_generate(gguf_path: str | os.PathLike, conversations: list[list[dict]],
             f"{gguf_path} carries no tokenizer.chat_template; re-export it from a model folder whose "
             "tokenizer_config.json (or chat_template.jinja) holds the chat template."
         )
-    ban = {}
-    if ban_letter:
-        from rulebound.lipogram import llama_ban_kwargs
-
-        ban = llama_ban_kwargs(llm, ban_letter)
+    ban = constraint.llama_kwargs(llm) if constraint is not None else {}
     replies = []
     start = time.perf_counter()
+    progress = Progress(len(conversations), "generated", log)
     for messages in conversations:
         result = llm.create_chat_completion(messages=messages, temperature=0.0, top_k=1, max_tokens=max_new_tokens,
                                             seed=0, **ban)
         replies.append((result["choices"][0]["message"]["content"] or "").strip())
+        progress.update()
     elapsed = time.perf_counter() - start
     log.info("generated %d replies with %s in %.1f s (%.2f s per prompt)",
              len(replies), Path(gguf_path).name, elapsed, elapsed / max(1, len(replies)))

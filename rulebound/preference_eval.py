@@ -21,9 +21,8 @@ import numpy as np
 import pandas as pd
 
 from rulebound.errors import DataError, RuleboundError
-from rulebound.evaluate import wilson_interval
-from rulebound.fidelity import _log_softmax
 from rulebound.formatting import end_of_turn, messages_for
+from rulebound.stats import log_softmax, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +213,7 @@ def gguf_answer_logps(llm, prompt_ids: list[int], answers: list[list[int]]) -> l
         llm.n_tokens = n_prompt  # drop the previous answer; eval() clears the KV cache past this point
         llm.eval(answer)
         # rows n_prompt - 1 .. n_prompt + len - 2 predict the answer's tokens
-        logps = _log_softmax(np.asarray(llm.scores[n_prompt - 1:n_prompt - 1 + len(answer)]))
+        logps = log_softmax(np.asarray(llm.scores[n_prompt - 1:n_prompt - 1 + len(answer)]))
         out.append((float(logps[np.arange(len(answer)), answer].sum()), len(answer)))
     return out
 

@@ -1,4 +1,5 @@
-# Config validation and every input function. No lambdas inside rules.
+# Config validation and every input function. No lambdas inside rules. No task is named here: what an
+# experiment needs comes from its task (rulebound/tasks/<task>/, the registry in rulebound/tasks/registry.py).
 import os
 import re
 import sys
@@ -12,8 +13,9 @@ os.environ.update(
 # OpenMP workers that spin while waiting slow torch and llama.cpp 5-10x when jobs share cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from rulebound.config import GGUF_VARIANTS, HF_VARIANTS, canonical, check_devices, validate_config
+from rulebound.config import GGUF_VARIANTS, canonical, check_devices, validate_config
 from rulebound.errors import RuleboundError
+from rulebound.tasks import paths, registry
 
 try:
     validate_config(config, os.path.join(workflow.basedir, "schemas/config.schema.yaml"))
@@ -22,6 +24,8 @@ except RuleboundError as exc:
 _canonical = canonical(config)  # rule params then do not depend on the order of keys in the files
 config.clear()
 config.update(_canonical)
+# Job processes load the same plug-in tasks (rulebound.tasks.registry reads this).
+os.environ[registry.PLUGINS_ENV] = os.pathsep.join(config["task_plugins"])
 
 
 onstart:
@@ -38,26 +42,16 @@ onstart:
 EXPERIMENTS = list(config["experiments"])
 MODELS = list(config["models"])
 LLAMA_CPP_DIR = f"resources/llama-cpp-python-{config['llama_cpp']['version']}"
-TASKS = {exp: cfg["task"] for exp, cfg in config["experiments"].items()}
+TASK = {exp: registry.get(cfg["task"]) for exp, cfg in config["experiments"].items()}
+# Every training run (an adapter under results/<run>/): one per experiment, or one per lipogram method.
+RUNS = {run.name: run for exp in EXPERIMENTS for run in TASK[exp].runs(exp, config["experiments"][exp])}
+RUNS_BY_METHOD = {m: [r for r in RUNS if RUNS[r].method == m] for m in ("orpo", "sft", "grpo")}
+EXPORTED = [r for exp in EXPERIMENTS for r in TASK[exp].exported_runs(exp, config["experiments"][exp])]
 
 
-def experiments_for(*tasks):
-    return [exp for exp in EXPERIMENTS if TASKS[exp] in tasks]
-
-
-# Preference experiments (ORPO): politeness and truthy. Generated data, or ingested from hf:/builtin:/a file.
-PREFERENCE_EXPS = experiments_for("politeness", "truthy")
-GENERATED_EXPS = [e for e in experiments_for("politeness") if not config["experiments"][e]["data"].get("source")]
-INGESTED_EXPS = [e for e in PREFERENCE_EXPS if e not in GENERATED_EXPS]
-LIPOGRAM_EXPS = experiments_for("lipogram")
-# A lipogram experiment trains several methods; each is a run with its own adapter, merge and GGUFs under
-# results/<experiment>/<method>/, through the same export rules as the preference experiments.
-LIPOGRAM_RUNS = {
-    f"{exp}/{name}": (exp, name) for exp in LIPOGRAM_EXPS for name in config["experiments"][exp]["methods"]
-}
-SFT_RUNS = [r for r, (e, m) in LIPOGRAM_RUNS.items() if config["experiments"][e]["methods"][m]["method"] == "sft"]
-GRPO_RUNS = [r for r in LIPOGRAM_RUNS if r not in SFT_RUNS]
-RUNS = PREFERENCE_EXPS + list(LIPOGRAM_RUNS)  # everything with an adapter
+def experiments_of(task):
+    """The experiments of one task: what a task's own rule file (rules/tasks/<task>.smk) constrains its rules to."""
+    return [exp for exp in EXPERIMENTS if TASK[exp].name == task]
 
 
 def one_of(names):
@@ -65,232 +59,233 @@ def one_of(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
-def gguf_stem(run):
-    """lipogram/sft -> lipogram-sft: the name a run's GGUF files carry."""
-    return "-".join(LIPOGRAM_RUNS.get(run, (run,)))
-
-
 wildcard_constraints:
-    experiment=one_of(EXPERIMENTS + list(LIPOGRAM_RUNS)),
-    stem=one_of([gguf_stem(r) for r in RUNS]),
+    experiment=one_of(EXPERIMENTS),
+    run=one_of(RUNS),
+    stem=one_of([run.stem for run in RUNS.values()]),
     model=one_of(MODELS),
     quant=one_of(sorted(GGUF_VARIANTS - {"F16"})),
 
 
-def parent_experiment(run):
-    return run.split("/", 1)[0]
+# --- experiments ---------------------------------------------------------------------------------
 
 
 def exp_config(wildcards):
-    """The experiment's settings; for a lipogram run (lipogram/sft), its experiment's."""
-    return config["experiments"][parent_experiment(wildcards.experiment)]
+    return config["experiments"][wildcards.experiment]
 
 
-def method_settings(wildcards):
-    exp, method = LIPOGRAM_RUNS[wildcards.experiment]
-    return config["experiments"][exp]["methods"][method]
-
-
-def model_source_for(wildcards):
-    return config["models"][wildcards.model]["source"]
+def experiment_task(wildcards):
+    return TASK[wildcards.experiment].name
 
 
 def data_settings(wildcards):
     return exp_config(wildcards)["data"]
 
 
-def suite_settings(wildcards):
-    """The edge-case suite: the data's policy and seed, and the evaluation's size per category."""
-    cfg = exp_config(wildcards)
-    return {"policy": cfg["data"]["policy"], "seed": cfg["data"]["seed"],
-            "per_category": cfg["evaluate"]["suite_per_category"]}
-
-
-def distill_settings(wildcards):
-    return exp_config(wildcards)["distill"]
-
-
-def lipogram_sft_data(wildcards):
-    return f"results/{parent_experiment(wildcards.experiment)}/data/sft.parquet"
-
-
-def grpo_inputs(wildcards):
-    """GRPO's prompts and base model, and the adapter it starts from when the method names an init."""
-    exp = parent_experiment(wildcards.experiment)
-    inputs = {"prompts": f"results/{exp}/data/prompts.parquet", "model": base_model_dir(wildcards)}
-    init = method_settings(wildcards)["init"]
-    if init:
-        inputs["init_adapter"] = f"results/{exp}/{init}/adapter"
-    return inputs
-
-
-def train_settings(wildcards):
-    return exp_config(wildcards)["train"]
-
-
-def length_limits(wildcards):
-    """What format_data needs from train: (rows over the limits are dropped or truncated, and counted)."""
-    train = train_settings(wildcards)
-    return {k: train[k] for k in ("max_length", "max_prompt_length", "overlong")}
-
-
-def export_settings(wildcards):
-    return exp_config(wildcards)["export"]
-
-
-def merged_dtype(wildcards):
-    return export_settings(wildcards)["merged_dtype"]
+def model_source_for(wildcards):
+    return config["models"][wildcards.model]["source"]
 
 
 def base_model_dir(wildcards):
-    return f"resources/models/{exp_config(wildcards)['model']}"
+    return paths.base_model_dir(exp_config(wildcards)["model"])
 
 
 def base_model_source(wildcards):
     return config["models"][exp_config(wildcards)["model"]]["source"]
 
 
-def gguf_path(run, variant):
-    return f"results/{run}/gguf/{gguf_stem(run)}-{variant}.gguf"
+def base_gguf(wildcards):
+    """The base model as an F16 GGUF: under LoRA GGUFs, and for constrained decoding on llama.cpp."""
+    return paths.base_gguf(exp_config(wildcards)["model"])
+
+
+INGESTED_EXPS = [e for e in EXPERIMENTS if TASK[e].ingests(config["experiments"][e])]
+FORMATTED_EXPS = [e for e in EXPERIMENTS if TASK[e].formats_preferences(e, config["experiments"][e])]
+
+
+def length_limits(wildcards):
+    """What format_data needs from training: rows over the limits are dropped or truncated, and counted."""
+    return TASK[wildcards.experiment].formatting_limits(exp_config(wildcards))
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def run_settings(wildcards):
+    return RUNS[wildcards.run].settings
+
+
+def run_model(wildcards):
+    return config["experiments"][RUNS[wildcards.run].experiment]["model"]
+
+
+def run_base_dir(wildcards):
+    return paths.base_model_dir(run_model(wildcards))
+
+
+def run_base_source(wildcards):
+    return config["models"][run_model(wildcards)]["source"]
+
+
+def run_inputs(wildcards):
+    """A training rule's inputs: the run's data, the base model and the adapter it starts from, if any."""
+    run = RUNS[wildcards.run]
+    inputs = {**run.data, "model": paths.base_model_dir(run_model(wildcards))}
+    if run.init:
+        inputs["init_adapter"] = paths.adapter_dir(run.init)
+    return inputs
+
+
+def merged_dtype(wildcards):
+    return config["experiments"][RUNS[wildcards.run].experiment]["export"]["merged_dtype"]
 
 
 def run_of_stem(wildcards):
     """The export rules name files <stem>-<variant>.gguf; the stem must be the run's own."""
-    if wildcards.stem != gguf_stem(wildcards.experiment):
+    run = RUNS[wildcards.run]
+    if wildcards.stem != run.stem:
         raise WorkflowError(
-            f"results/{wildcards.experiment}/gguf/ holds {gguf_stem(wildcards.experiment)}-*.gguf files, "
-            f"not {wildcards.stem}-*: ask for {gguf_path(wildcards.experiment, 'F16')}"
+            f"results/{run.name}/gguf/ holds {run.stem}-*.gguf files, not {wildcards.stem}-*: ask for "
+            f"{paths.gguf_path(run, 'F16')}"
         )
-    return wildcards.experiment
+    return run.name
 
 
-def base_gguf(wildcards):
-    """The base model as an F16 GGUF: under LoRA GGUFs, and for constrained decoding on llama.cpp."""
-    return f"resources/gguf/{exp_config(wildcards)['model']}-F16.gguf"
+# --- evaluation ----------------------------------------------------------------------------------
 
 
 def eval_settings(wildcards):
-    """The experiment's evaluate: section minus the variant list, so adding a variant reruns nothing else."""
-    return {k: v for k, v in exp_config(wildcards)["evaluate"].items() if k != "variants"}
+    return TASK[wildcards.experiment].eval_settings(exp_config(wildcards))
 
 
-def experiment_task(wildcards):
-    return TASKS[parent_experiment(wildcards.experiment)]
-
-
-def eval_hf_threads(wildcards):
-    """Two threads for a politeness suite (~200 prompts); the smaller truthy and lipogram sets are bound by
-    loading, where a second thread is idle (docs/benchmarks.md). Profiles' set-threads override this."""
-    return 2 if experiment_task(wildcards) == "politeness" else 1
-
-
-def lipogram_letter(wildcards):
-    """The banned letter of a lipogram experiment (None elsewhere)."""
-    return exp_config(wildcards).get("letter")
-
-
-def eval_set(wildcards):
-    """The held-out prompts or pairs a variant is evaluated on."""
-    task = TASKS[wildcards.experiment]
-    if task == "politeness":
-        return f"results/{wildcards.experiment}/eval/prompts.parquet"
-    if task == "truthy":
-        return f"results/{wildcards.experiment}/data/raw.parquet"  # its test split, before the chat template
-    return f"results/{wildcards.experiment}/data/eval_prompts.parquet"
+def eval_threads(wildcards):
+    return TASK[wildcards.experiment].eval_threads(exp_config(wildcards))
 
 
 def variant_inputs(wildcards):
-    """What an evaluation variant runs: an HF folder (plus an adapter), or a GGUF (plus a LoRA GGUF)."""
-    exp, variant = wildcards.experiment, wildcards.variant
-    inputs = {"eval_set": eval_set(wildcards)}
-    if TASKS[exp] == "lipogram":
-        name, _, quant = variant.partition("-")
-        run = f"{exp}/{name}"
-        if quant:
-            inputs["gguf"] = base_gguf(wildcards) if name == "constrained" else gguf_path(run, quant)
-        else:
-            inputs["model"] = base_model_dir(wildcards)
-            if run in LIPOGRAM_RUNS:
-                inputs["adapter"] = f"results/{run}/adapter"
-        return inputs
-    if variant == "merged":
-        inputs["model"] = f"results/{exp}/merged"
-    elif variant in ("base", "adapter"):
-        inputs["model"] = base_model_dir(wildcards)
-        if variant == "adapter":
-            inputs["adapter"] = f"results/{exp}/adapter"
-    elif variant == "lora-F16":
-        inputs.update(gguf=base_gguf(wildcards), lora=gguf_path(exp, "lora-F16"))
-    else:
-        inputs["gguf"] = gguf_path(exp, variant)
-    return inputs
+    """What an evaluation variant runs: an HF folder (plus an adapter) or a GGUF (plus a LoRA GGUF), and the
+    evaluation set; the task decides (rulebound.modelref.ModelRef reads them)."""
+    return TASK[wildcards.experiment].variant_inputs(wildcards.experiment, exp_config(wildcards), wildcards.variant)
+
+
+def variants_of(exp):
+    return config["experiments"][exp]["evaluate"]["variants"]
 
 
 def eval_csvs(wildcards):
-    variants = exp_config(wildcards)["evaluate"]["variants"]
-    return [f"results/{wildcards.experiment}/eval/{v}.csv" for v in variants]
+    return [paths.eval_csv(wildcards.experiment, v) for v in variants_of(wildcards.experiment)]
+
+
+def eval_csv_map(wildcards):
+    return {v: paths.eval_csv(wildcards.experiment, v) for v in variants_of(wildcards.experiment)}
+
+
+def runs_of(exp):
+    return [run.name for run in TASK[exp].runs(exp, config["experiments"][exp])]
+
+
+def metrics_map(exp):
+    """Training metrics behind an experiment's curves, by run."""
+    return {run: paths.metrics_csv(run) for run in runs_of(exp)}
 
 
 def run_metrics(wildcards):
-    return metrics_for(wildcards.experiment)
+    return list(metrics_map(wildcards.experiment).values())
 
 
-def metrics_for(exp):
-    """Training metrics behind an experiment's curves: one run, or every method of a lipogram experiment."""
-    runs = [r for r, (e, _) in LIPOGRAM_RUNS.items() if e == exp] if TASKS[exp] == "lipogram" else [exp]
-    return [f"results/{run}/train/metrics.csv" for run in runs]
+def run_metrics_map(wildcards):
+    return metrics_map(wildcards.experiment)
+
+
+# --- report, release, targets ---------------------------------------------------------------------
+
+
+def quant_names_of(exp):
+    return list(config["experiments"][exp]["export"]["quants"])
+
+
+def release_run(exp):
+    return TASK[exp].release_run(exp, config["experiments"][exp])
+
+
+def gguf_variants_of(run):
+    """Every GGUF of an exported run: F16, its quants and (where the task builds one) the LoRA GGUF."""
+    exp = RUNS[run].experiment
+    lora = ["lora-F16"] if TASK[exp].lora_gguf(config["experiments"][exp]) else []
+    return ["F16", *lora, *quant_names_of(exp)]
+
+
+def report_entry(exp):
+    """An experiment's part of the report mapping: its task and its files by role."""
+    cfg = config["experiments"][exp]
+    entry = {
+        "task": TASK[exp].name,
+        "summary": paths.summary_csv(exp),
+        "metrics": metrics_map(exp),
+        "evals": {v: paths.eval_csv(exp, v) for v in variants_of(exp)},
+        "figures": {name: paths.figure(exp, name) for name in ("training_curves", "eval")},
+        **TASK[exp].report_files(exp, cfg),
+    }
+    if release_run(exp) and quant_names_of(exp):
+        entry["figures"]["fidelity"] = paths.figure(exp, "fidelity")
+    return entry
+
+
+def report_mapping(wildcards=None):
+    return {exp: report_entry(exp) for exp in EXPERIMENTS}
+
+
+def flat_files(entry):
+    """Every path in a report entry (the DAG needs them as a flat list)."""
+    out = []
+    for role, value in entry.items():
+        if role == "task":
+            continue
+        out += list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, list) else [value]
+    return out
+
+
+def report_inputs(wildcards=None):
+    return [f for exp in EXPERIMENTS for f in flat_files(report_entry(exp))]
 
 
 def experiment_report_files(exp):
-    files = [
-        f"results/{exp}/eval/summary.csv",
-        f"results/{exp}/report/training_curves.png",
-        f"results/{exp}/report/eval.png",
-    ]
-    variants = config["experiments"][exp]["evaluate"]["variants"]
-    files += [f"results/{exp}/eval/{v}.csv" for v in variants]
-    if TASKS[exp] == "truthy":
-        files += [f"results/{exp}/eval/examples/{v}.csv" for v in variants]
-    return files
+    """What the report and `snakemake <experiment>` need of the evaluation: summary, figures, eval CSVs."""
+    entry = report_entry(exp)
+    entry["figures"].pop("fidelity", None)  # a release file, below
+    return flat_files(entry)
+
+
+def release_targets(exp):
+    """Modelfiles next to every exported GGUF; for the task's release run, quant fidelity and a hub folder."""
+    cfg = config["experiments"][exp]
+    runs = TASK[exp].exported_runs(exp, cfg)
+    targets = [paths.modelfile_path(RUNS[r], v) for r in runs for v in gguf_variants_of(r)]
+    if release_run(exp):
+        if quant_names_of(exp):
+            targets += [f"results/{exp}/eval/fidelity.csv", paths.figure(exp, "fidelity")]
+        targets.append(f"results/{exp}/publish")
+    return targets
 
 
 def reproduction_inputs(wildcards=None):
-    """Every experiment's summary and training metrics: what the reproduction table reads."""
-    files = []
-    for exp in EXPERIMENTS:
-        files.append(f"results/{exp}/eval/summary.csv")
-        files += metrics_for(exp)
-        if TASKS[exp] == "politeness":
-            files.append(f"results/{exp}/eval/{config['experiments'][exp]['evaluate']['variants'][0]}.csv")
-    return files
+    """Every file the reproduction table reads, as each task declares it."""
+    return [f for exp in EXPERIMENTS for f in TASK[exp].reproduction_inputs(exp, config["experiments"][exp])]
 
 
 def reproduction_settings(wildcards=None):
     """Per experiment: its task, the model's source and the settings behind our figures."""
     return {
-        exp: {"task": TASKS[exp], "model_source": config["models"][cfg["model"]]["source"], "config": cfg}
+        exp: {"task": TASK[exp].name, "model_source": config["models"][cfg["model"]]["source"], "config": cfg}
         for exp, cfg in config["experiments"].items()
     }
-
-
-def report_inputs(wildcards=None):
-    """What the HTML page reads: each experiment's report files and the training metrics of all its runs,
-    and the quant fidelity plot of every preference experiment that builds quants."""
-    files = [f for exp in EXPERIMENTS for f in experiment_report_files(exp) + metrics_for(exp)]
-    return files + [f"results/{exp}/report/fidelity.png" for exp in PREFERENCE_EXPS
-                    if config["experiments"][exp]["export"]["quants"]]
 
 
 def experiment_targets(exp):
     """What `snakemake <experiment>` builds: GGUFs, evaluation, figures and the experiment's release files."""
     cfg = config["experiments"][exp]
-    if TASKS[exp] == "lipogram":
-        runs = [f"{exp}/{m}" for m in cfg["export"]["methods"]]
-        targets = [gguf_path(run, v) for run in runs for v in ["F16", *cfg["export"]["quants"]]]
-        targets.append(f"results/{exp}/gguf/{exp}-no-{cfg['letter']}.gbnf")
-    else:
-        targets = [gguf_path(exp, v) for v in ["F16", "lora-F16", *cfg["export"]["quants"]]]
-    return targets + experiment_report_files(exp) + release_targets(exp)
+    ggufs = [paths.gguf_path(RUNS[r], v) for r in TASK[exp].exported_runs(exp, cfg) for v in gguf_variants_of(r)]
+    return ggufs + TASK[exp].extra_targets(exp, cfg) + experiment_report_files(exp) + release_targets(exp)
 
 
 def all_targets():

@@ -1,7 +1,7 @@
-# Held-out evaluation of every artifact, scored by the experiment's task (the rule followed, preference
-# accuracy, lipogram metrics). HF variants in batches (GPU where there is one), GGUF variants on llama.cpp.
-# Variant names: base, adapter, merged, a lipogram method or baseline, and GGUF files: F16, Q4_K_M,
-# lora-F16 (the LoRA GGUF over the base GGUF), <method>-<quant>, constrained-F16.
+# Held-out evaluation of every artifact, scored by the experiment's task. HF variants in batches (GPU where
+# there is one), GGUF variants on llama.cpp. Variant names: base, adapter, merged and a task's own
+# (lipogram: prompt, constrained, a method), and GGUF files: F16, a quant, lora-F16 (the LoRA GGUF over the
+# base GGUF), or <name>-<F16|quant>.
 
 VARIANTS = sorted({v for cfg in config["experiments"].values() for v in cfg["evaluate"]["variants"]})
 GGUF_VARIANT = f"([a-z][a-z0-9_]*-)?({one_of(sorted(GGUF_VARIANTS))})"
@@ -16,11 +16,9 @@ rule evaluate_hf:
     params:
         task=experiment_task,
         settings=eval_settings,
-        letter=lipogram_letter,
     wildcard_constraints:
-        experiment=one_of(EXPERIMENTS),
         variant=HF_VARIANT,
-    threads: eval_hf_threads
+    threads: eval_threads
     resources:
         gpu=1,  # runs on CPU too; GPU profiles schedule and place it by this
     log:
@@ -41,9 +39,7 @@ rule evaluate_gguf:
     params:
         task=experiment_task,
         settings=eval_settings,
-        letter=lipogram_letter,
     wildcard_constraints:
-        experiment=one_of(EXPERIMENTS),
         variant=GGUF_VARIANT,
     log:
         "logs/evaluate_gguf/{experiment}-{variant}.log",
@@ -53,23 +49,6 @@ rule evaluate_gguf:
         "../envs/export.yaml"
     script:
         "../scripts/evaluate_variant.py"
-
-
-rule answer_examples:
-    input:
-        unpack(variant_inputs),
-    output:
-        csv="results/{experiment}/eval/examples/{variant}.csv",
-    params:
-        settings=eval_settings,
-    wildcard_constraints:
-        experiment=one_of(experiments_for("truthy")),
-    log:
-        "logs/answer_examples/{experiment}-{variant}.log",
-    conda:
-        "../envs/export.yaml"
-    script:
-        "../scripts/answer_examples.py"
 
 
 rule summarize_eval:
@@ -84,8 +63,6 @@ rule summarize_eval:
         ),
     params:
         task=experiment_task,
-    wildcard_constraints:
-        experiment=one_of(EXPERIMENTS),
     log:
         "logs/summarize_eval/{experiment}.log",
     conda:

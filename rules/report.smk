@@ -21,8 +21,8 @@ rule plot_report:
         ),
     params:
         task=experiment_task,
-    wildcard_constraints:
-        experiment=one_of(EXPERIMENTS),
+        metrics=run_metrics_map,
+        evals=eval_csv_map,
     log:
         "logs/plot_report/{experiment}.log",
     conda:
@@ -37,7 +37,7 @@ rule render_report:
     output:
         html=report("results/report.html", category="Report", labels={"page": "rulebound report"}),
     params:
-        tasks=TASKS,
+        experiments=report_mapping,
     log:
         "logs/render_report/report.log",
     conda:

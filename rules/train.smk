@@ -1,25 +1,25 @@
-# LoRA adapters: ORPO for the preference experiments; SFT and GRPO for the lipogram methods.
-# Unsloth where a CUDA GPU and the package are present, transformers + PEFT otherwise.
+# LoRA adapters: one rule per training method, for every run whose method it is (a run is an experiment's
+# training, or one of its methods: results/<run>/adapter). Unsloth where a CUDA GPU and the package are
+# present, transformers + PEFT otherwise.
 
 
 rule train_orpo:
     input:
-        train=rules.format_data.output.train,
-        model=base_model_dir,
+        unpack(run_inputs),
     output:
-        adapter=directory("results/{experiment}/adapter"),
-        metrics="results/{experiment}/train/metrics.csv",
+        adapter=directory("results/{run}/adapter"),
+        metrics="results/{run}/train/metrics.csv",
     params:
-        train=train_settings,
-        base=base_model_source,
+        train=run_settings,
+        base=run_base_source,
     wildcard_constraints:
-        experiment=one_of(PREFERENCE_EXPS),
+        run=one_of(RUNS_BY_METHOD["orpo"]),
     resources:
         gpu=1,  # runs on CPU too; GPU profiles schedule and place it by this
     log:
-        "logs/train_orpo/{experiment}.log",
+        "logs/train_orpo/{run}.log",
     benchmark:
-        "benchmarks/train_orpo/{experiment}.tsv"
+        "benchmarks/train_orpo/{run}.tsv"
     conda:
         "../envs/train.yaml"
     script:
@@ -28,22 +28,21 @@ rule train_orpo:
 
 rule train_sft:
     input:
-        train=lipogram_sft_data,
-        model=base_model_dir,
+        unpack(run_inputs),
     output:
-        adapter=directory("results/{experiment}/adapter"),
-        metrics="results/{experiment}/train/metrics.csv",
+        adapter=directory("results/{run}/adapter"),
+        metrics="results/{run}/train/metrics.csv",
     params:
-        train=method_settings,
-        base=base_model_source,
+        train=run_settings,
+        base=run_base_source,
     wildcard_constraints:
-        experiment=one_of(SFT_RUNS),
+        run=one_of(RUNS_BY_METHOD["sft"]),
     resources:
         gpu=1,
     log:
-        "logs/train_sft/{experiment}.log",
+        "logs/train_sft/{run}.log",
     benchmark:
-        "benchmarks/train_sft/{experiment}.tsv"
+        "benchmarks/train_sft/{run}.tsv"
     conda:
         "../envs/train.yaml"
     script:
@@ -52,21 +51,21 @@ rule train_sft:
 
 rule train_grpo:
     input:
-        unpack(grpo_inputs),
+        unpack(run_inputs),
     output:
-        adapter=directory("results/{experiment}/adapter"),
-        metrics="results/{experiment}/train/metrics.csv",
+        adapter=directory("results/{run}/adapter"),
+        metrics="results/{run}/train/metrics.csv",
     params:
-        train=method_settings,
-        base=base_model_source,
+        train=run_settings,
+        base=run_base_source,
     wildcard_constraints:
-        experiment=one_of(GRPO_RUNS),
+        run=one_of(RUNS_BY_METHOD["grpo"]),
     resources:
         gpu=1,
     log:
-        "logs/train_grpo/{experiment}.log",
+        "logs/train_grpo/{run}.log",
     benchmark:
-        "benchmarks/train_grpo/{experiment}.tsv"
+        "benchmarks/train_grpo/{run}.tsv"
     conda:
         "../envs/train.yaml"
     script:

@@ -1,8 +1,10 @@
-"""A few held-out prompts answered by one variant, for the report (rule answer_examples)."""
+"""A few held-out truthy prompts answered by one variant, for the report (rule answer_examples)."""
 
-from rulebound.io import setup_logging
-from rulebound.tasks import answer_examples
+from rulebound.io import setup_logging, write_csv
+from rulebound.modelref import ModelRef
+from rulebound.tasks.truthy.evaluate import answer_examples
 
 setup_logging(snakemake.log[0])
-answer_examples(inputs=dict(snakemake.input.items()), out_csv=snakemake.output.csv,
-                variant=snakemake.wildcards.variant, settings=snakemake.params.settings, threads=snakemake.threads)
+inputs = dict(snakemake.input.items())
+write_csv(answer_examples(ModelRef.from_inputs(inputs), inputs["eval_set"], variant=snakemake.wildcards.variant,
+                          settings=snakemake.params.settings, threads=snakemake.threads), snakemake.output.csv)

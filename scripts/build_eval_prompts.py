@@ -3,7 +3,7 @@
 import pandas as pd
 
 from rulebound.io import setup_logging, write_parquet
-from rulebound.politeness_suite import assert_disjoint, build_suite, eval_set
+from rulebound.tasks.politeness.suite import assert_disjoint, build_suite, eval_set
 
 log = setup_logging(snakemake.log[0])
 suite_cfg = snakemake.params.suite

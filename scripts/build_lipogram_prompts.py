@@ -1,7 +1,7 @@
 """GRPO / distillation prompts and disjoint held-out prompts for a lipogram experiment."""
 
 from rulebound.io import setup_logging, write_parquet
-from rulebound.lipogram_data import build_prompt_splits
+from rulebound.tasks.lipogram.data import build_prompt_splits
 
 log = setup_logging(snakemake.log[0])
 data = snakemake.params.data

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from rulebound.io import setup_logging, write_parquet
-from rulebound.politeness import build_pairs
+from rulebound.tasks.politeness.data import build_pairs
 
 log = setup_logging(snakemake.log[0])
 pairs = build_pairs(pd.read_parquet(snakemake.input.prompts), pd.read_parquet(snakemake.input.answers))

@@ -1,7 +1,7 @@
 """Seeded please / no-please / trap prompts for the politeness rule (rule build_prompts)."""
 
 from rulebound.io import setup_logging, write_parquet
-from rulebound.politeness import PairSpec, build_prompts
+from rulebound.tasks.politeness.data import PairSpec, build_prompts
 
 log = setup_logging(snakemake.log[0])
 data = snakemake.params.data

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from rulebound.io import setup_logging, write_parquet, write_text
-from rulebound.lipogram_data import build_sft_rows, sft_card
+from rulebound.tasks.lipogram.data import build_sft_rows, sft_card
 
 log = setup_logging(snakemake.log[0])
 data, letter = snakemake.params.data, snakemake.params.letter

@@ -1,6 +1,6 @@
 """Convert a base model folder to an F16 GGUF, the base for the LoRA GGUF in Ollama (rule convert_base_gguf)."""
 
-from rulebound.gguf import check_gguf_or_remove, convert_hf_to_gguf
+from rulebound.export.gguf import check_gguf_or_remove, convert_hf_to_gguf
 from rulebound.io import setup_logging
 
 setup_logging(snakemake.log[0])

@@ -1,9 +1,12 @@
 """Evaluate one variant of an experiment, scored by its task (rules evaluate_hf and evaluate_gguf)."""
 
-from rulebound.io import setup_logging
-from rulebound.tasks import evaluate_variant
+from rulebound.io import setup_logging, write_csv
+from rulebound.modelref import ModelRef
+from rulebound.tasks import registry
 
 setup_logging(snakemake.log[0])
-evaluate_variant(snakemake.params.task, inputs=dict(snakemake.input.items()), out_csv=snakemake.output.csv,
-                 variant=snakemake.wildcards.variant, settings=snakemake.params.settings,
-                 letter=snakemake.params.letter, threads=snakemake.threads)
+inputs = dict(snakemake.input.items())
+scored = registry.get(snakemake.params.task).evaluate(
+    ModelRef.from_inputs(inputs), eval_set=inputs["eval_set"], variant=snakemake.wildcards.variant,
+    settings=snakemake.params.settings, threads=snakemake.threads)
+write_csv(scored, snakemake.output.csv)

@@ -1,12 +1,12 @@
-"""Training curves and the evaluation figure of one experiment (rule plot_report)."""
+"""Training curves and the evaluation figure of one experiment, drawn by its task (rule plot_report)."""
 
 from rulebound.io import setup_logging
-from rulebound.tasks import plot
+from rulebound.tasks import registry
 
 log = setup_logging(snakemake.log[0])
-readings = plot(snakemake.params.task, metrics_csvs=list(snakemake.input.metrics),
-                summary_csv=snakemake.input.summary, eval_csvs=list(snakemake.input.evals),
-                curves_png=snakemake.output.curves, eval_png=snakemake.output.eval)
+readings = registry.get(snakemake.params.task).plot(
+    metrics=dict(snakemake.params.metrics), summary=snakemake.input.summary, evals=dict(snakemake.params.evals),
+    curves_png=snakemake.output.curves, eval_png=snakemake.output.eval)
 for reading in readings:
     log.info("training panel %s", reading)
 if not readings:

@@ -1,7 +1,7 @@
 """The adapter as a hub folder: weights, config, model card with the eval table, training curves (rule publish_folder)."""
 
 from rulebound.io import setup_logging
-from rulebound.publish import build_publish_folder
+from rulebound.export.publish import build_publish_folder
 
 setup_logging(snakemake.log[0])
 build_publish_folder(

@@ -1,6 +1,6 @@
 """KL divergence and top-token agreement of each quant GGUF against the F16 GGUF (rule quant_fidelity)."""
 
-from rulebound.fidelity import plot_fidelity, write_fidelity
+from rulebound.export.fidelity import plot_fidelity, write_fidelity
 from rulebound.io import setup_logging
 
 setup_logging(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Quantize the F16 GGUF and check the result (rule quantize_gguf)."""
 
-from rulebound.gguf import check_gguf_or_remove, quantize_gguf
+from rulebound.export.gguf import check_gguf_or_remove, quantize_gguf
 from rulebound.io import setup_logging
 
 setup_logging(snakemake.log[0])

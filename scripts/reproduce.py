@@ -1,7 +1,7 @@
 """Our figures beside the seeds' published ones (rule reproduce)."""
 
 from rulebound.io import setup_logging
-from rulebound.reproduce import write_reproduction
+from rulebound.report.reproduce import write_reproduction
 
 log = setup_logging(snakemake.log[0])
 table = write_reproduction(snakemake.params.experiments, snakemake.output.md, snakemake.output.csv)

@@ -11,7 +11,7 @@ train_grpo(
     adapter_dir=snakemake.output.adapter,
     metrics_csv=snakemake.output.metrics,
     cfg=snakemake.params.train,
-    experiment=snakemake.wildcards.experiment,
+    experiment=snakemake.wildcards.run,
     threads=snakemake.threads,
     init_adapter=snakemake.input.get("init_adapter"),
 )

@@ -11,6 +11,6 @@ train_orpo(
     adapter_dir=snakemake.output.adapter,
     metrics_csv=snakemake.output.metrics,
     cfg=snakemake.params.train,
-    experiment=snakemake.wildcards.experiment,
+    experiment=snakemake.wildcards.run,
     threads=snakemake.threads,
 )

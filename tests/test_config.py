@@ -134,11 +134,17 @@ def test_lipogram_init_cycle_and_unbuilt_gguf_variant_are_refused():
     assert "cycle" in str(err.value) and "'sft-Q4_K_M', but export does not build that GGUF" in str(err.value)
 
 
-def test_experiment_without_task_is_politeness_and_tasks_get_their_defaults():
+def test_experiment_needs_a_known_task_and_tasks_get_their_defaults():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    del config["experiments"]["politeness"]["task"]
+    missing = copy.deepcopy(config)
+    del missing["experiments"]["politeness"]["task"]
+    with pytest.raises(ConfigError, match=r"experiments\.politeness: 'task' is a required property"):
+        validate_config(missing, SCHEMA)
+    unknown = copy.deepcopy(config)
+    unknown["experiments"]["politeness"]["task"] = "poetry"
+    with pytest.raises(ConfigError, match=r"task = 'poetry' is not allowed; allowed values: lipogram, politeness"):
+        validate_config(unknown, SCHEMA)
     validate_config(config, SCHEMA)
-    assert config["experiments"]["politeness"]["task"] == "politeness"
     assert config["experiments"]["truthy"]["data"]["invalid_rows"] == "drop"
     assert config["experiments"]["lipogram"]["methods"]["grpo"]["kl_beta"] == 0.0
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from rulebound.errors import DataError
-from rulebound.fidelity import FIDELITY_COLUMNS, compare_log_probs, heldout_texts, measure_fidelity, plot_fidelity
-from rulebound.gguf import convert_hf_to_gguf, fetch_llama_cpp, quantize_gguf
+from rulebound.export.fidelity import FIDELITY_COLUMNS, compare_log_probs, heldout_texts, measure_fidelity, plot_fidelity
+from rulebound.export.gguf import convert_hf_to_gguf, fetch_llama_cpp, quantize_gguf
 
 from conftest import REPO
 
@@ -25,7 +25,7 @@ def tiny_ggufs(tmp_path_factory, tiny_model_dir) -> dict[str, object]:
     """The tiny random Llama as F16 and Q4_K_M GGUFs (converters from the cached llama.cpp sdist)."""
     pin = yaml.safe_load((REPO / "config.yaml").read_text())["llama_cpp"]
     root = tmp_path_factory.mktemp("fidelity")
-    llama_cpp = fetch_llama_cpp(pin["url"], pin["sha256"], root / "llama-cpp")
+    llama_cpp = fetch_llama_cpp(pin["version"], pin["sha256"], root / "llama-cpp")
     f16 = convert_hf_to_gguf(tiny_model_dir, root / "tiny-F16.gguf", llama_cpp)
     return {"F16": f16, "Q4_K_M": quantize_gguf(f16, root / "tiny-Q4_K_M.gguf", "Q4_K_M", threads=1)}
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rulebound import gguf as rgguf
+from rulebound.export import gguf as rgguf
 from rulebound.errors import ConfigError, RuleboundError
-from rulebound.gguf import (QUANT_TYPES, check_gguf, check_gguf_or_remove, convert_hf_to_gguf, convert_lora_to_gguf,
+from rulebound.export.gguf import (QUANT_TYPES, check_gguf, check_gguf_or_remove, convert_hf_to_gguf, convert_lora_to_gguf,
                             fetch_llama_cpp, quantize_gguf)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ CHATML = ("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['conte
 def llama_cpp_dir(tmp_path_factory) -> Path:
     """The converters from the pinned sdist; the tarball is downloaded once into the user cache."""
     pin = yaml.safe_load((REPO / "config.yaml").read_text())["llama_cpp"]
-    return fetch_llama_cpp(pin["url"], pin["sha256"], tmp_path_factory.mktemp("resources") / "llama-cpp")
+    return fetch_llama_cpp(pin["version"], pin["sha256"], tmp_path_factory.mktemp("resources") / "llama-cpp")
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,11 @@ def tiny_f16(tmp_path_factory, tiny_model_dir, llama_cpp_dir) -> Path:
 
 
 def fake_sdist(path: Path, version: str = "1.2.3") -> str:
-    """A miniature llama-cpp-python sdist; returns its sha256."""
+    """A miniature llama-cpp-python sdist that pip can read (a setuptools project); returns its sha256."""
     files = {
+        "pyproject.toml": ('[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+                           f'[project]\nname = "llama-cpp-python"\nversion = "{version}"\n'
+                           '[tool.setuptools]\npackages = ["llama_cpp"]\n'),
         "vendor/llama.cpp/convert_hf_to_gguf.py": "print('hf')",
         "vendor/llama.cpp/convert_lora_to_gguf.py": "print('lora')",
         "vendor/llama.cpp/conversion/__init__.py": "",
@@ -83,39 +86,66 @@ def synthetic_gguf(path: Path, *, eos: int = 2, template: str | None = CHATML) -
 # --------------------------------------------------------------------------- fetch
 
 
-def test_fetch_sha_mismatch_removes_download(tmp_path):
-    tarball = tmp_path / "llama_cpp_python-1.2.3.tar.gz"
-    fake_sdist(tarball)
+@pytest.fixture
+def local_index(tmp_path, monkeypatch) -> Path:
+    """pip resolves llama-cpp-python from a local folder only (no index, no network, no isolated build env)."""
+    links = tmp_path / "links"
+    links.mkdir()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    monkeypatch.setenv("PIP_NO_BUILD_ISOLATION", "0")  # pip's inverted switch: build with the installed setuptools
+    monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
+    return links
+
+
+def test_fetch_sha_mismatch_keeps_nothing(local_index, tmp_path):
+    fake_sdist(local_index / "llama_cpp_python-1.2.3.tar.gz")
     cache = tmp_path / "cache"
-    with pytest.raises(RuleboundError, match="sha256 mismatch"):
-        fetch_llama_cpp(tarball.as_uri(), "0" * 64, tmp_path / "src", cache_dir=cache)
-    assert not list(cache.iterdir()) and not (tmp_path / "src").exists()
+    with pytest.raises(RuleboundError, match="sha256 mismatch.*pip download"):
+        fetch_llama_cpp("1.2.3", "0" * 64, tmp_path / "src", cache_dir=cache)
+    assert not [p for p in cache.iterdir() if not p.name.startswith(".")] and not (tmp_path / "src").exists()
+    assert not list(cache.glob(".pip-download-*"))  # the download folder is gone too
 
 
-def test_fetch_extracts_only_converters_and_reuses_cache(tmp_path, caplog):
-    tarball = tmp_path / "upstream" / "llama_cpp_python-1.2.3.tar.gz"
-    tarball.parent.mkdir()
-    sha = fake_sdist(tarball)
+def test_fetch_uses_pip_then_the_cache(local_index, tmp_path, caplog):
+    sha = fake_sdist(local_index / "llama_cpp_python-1.2.3.tar.gz")
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / tarball.name).write_bytes(b"stale")  # a corrupt cached copy is replaced, not trusted
-    with caplog.at_level(logging.WARNING):
-        src = fetch_llama_cpp(tarball.as_uri(), sha, tmp_path / "src", cache_dir=cache)
+    (cache / "llama_cpp_python-1.2.3.tar.gz").write_bytes(b"stale")  # a corrupt cached copy is replaced, not trusted
+    with caplog.at_level(logging.INFO):
+        src = fetch_llama_cpp("1.2.3", sha, tmp_path / "src", cache_dir=cache)
+    assert "with pip: " in caplog.text and "pip download llama-cpp-python==1.2.3 --no-binary :all: --no-deps" in caplog.text
     assert "llama-cpp-python 1.2.3 but 0.3.36 is installed" in caplog.text  # version skew is flagged
     assert (src / "convert_hf_to_gguf.py").is_file() and (src / "gguf-py/gguf/__init__.py").is_file()
     assert not (src / "ggml").exists() and not (src / "llama_cpp").exists()
-    assert json.loads((src / "SOURCE.json").read_text()) == {"url": tarball.as_uri(), "sha256": sha, "version": "1.2.3"}
+    assert json.loads((src / "SOURCE.json").read_text()) == {"sdist": "llama_cpp_python-1.2.3.tar.gz", "sha256": sha,
+                                                            "version": "1.2.3"}
 
-    tarball.unlink()  # the second fetch must come from the cache
-    again = fetch_llama_cpp(tarball.as_uri(), sha.upper(), tmp_path / "src2", cache_dir=cache)
+    for f in local_index.iterdir():
+        f.unlink()  # the second fetch must come from the cache
+    again = fetch_llama_cpp("1.2.3", sha.upper(), tmp_path / "src2", cache_dir=cache)
     assert (again / "convert_lora_to_gguf.py").read_text() == "print('lora')"
 
 
-def test_fetch_offline_says_where_to_put_the_tarball(tmp_path):
-    url = "http://127.0.0.1:9/llama_cpp_python-0.3.36.tar.gz"
-    with pytest.raises(RuleboundError, match="Could not download") as err:
-        fetch_llama_cpp(url, "0" * 64, tmp_path / "src", cache_dir=tmp_path / "cache")
-    assert url in str(err.value) and str(tmp_path / "cache" / "llama_cpp_python-0.3.36.tar.gz") in str(err.value)
+def test_fetch_offline_falls_back_to_pips_cache(local_index, tmp_path, monkeypatch):
+    from rulebound.export import gguf as export_gguf
+
+    monkeypatch.setattr(export_gguf, "PIP_CACHE_MIN_BYTES", 0)  # the real sdist is 76 MB; this fake is tiny
+    blob = tmp_path / "pip-cache" / "http-v2" / "a" / "b" / "0123abcd.body"  # how pip keeps a downloaded file
+    blob.parent.mkdir(parents=True)
+    sha = fake_sdist(blob)
+    (blob.parent / "other.body").write_bytes(b"\x1f\x8b not the sdist")
+    src = fetch_llama_cpp("1.2.3", sha, tmp_path / "src", cache_dir=tmp_path / "cache")  # pip finds no link
+    assert (src / "convert_hf_to_gguf.py").is_file()
+    assert (tmp_path / "cache" / "llama_cpp_python-1.2.3.tar.gz").is_file() and blob.is_file()  # copied, not moved
+
+
+def test_fetch_offline_says_what_to_do(local_index, tmp_path):
+    with pytest.raises(RuleboundError, match="Could not fetch the llama-cpp-python 0.3.36 sdist") as err:
+        fetch_llama_cpp("0.3.36", "0" * 64, tmp_path / "src", cache_dir=tmp_path / "cache")
+    message = str(err.value)
+    assert "pip download llama-cpp-python==0.3.36 --no-binary :all: --no-deps" in message
+    assert str(tmp_path / "cache" / "llama_cpp_python-0.3.36.tar.gz") in message
 
 
 def test_fetched_sdist_has_the_converters(llama_cpp_dir):
@@ -233,7 +263,7 @@ def test_lora_gguf_on_the_base_gguf_gives_the_merged_models_answers(tmp_path, ti
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from rulebound.merge import merge_adapter
+    from rulebound.export.merge import merge_adapter
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),

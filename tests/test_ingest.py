@@ -168,10 +168,10 @@ POLITE = [
 @pytest.mark.parametrize("policy, por_favor", [("lexical", "no_please"), ("semantic", "please")])
 def test_politeness_pairs_from_a_local_file_are_checked_and_labelled(tmp_path, policy, por_favor):
     """The path the hub's politeness-orpo-dataset takes (prompt/chosen/rejected), on a local jsonl."""
-    from rulebound.tasks import ingest_raw
+    from rulebound.tasks import registry
 
     source = _write(pd.DataFrame(POLITE), tmp_path / "pairs.jsonl")
-    raw, report = ingest_raw("politeness", {"source": source, "invalid_rows": "drop", "policy": policy,
+    raw, report = registry.get("politeness").ingest({"source": source, "invalid_rows": "drop", "policy": policy,
                                             "test_fraction": 0.25, "seed": 0, "split": "train"})
     assert report["rows_in"] == 5 and report["rows_dropped"] == 1 and report["reasons"] == {"empty chosen": 1}
     by_prompt = raw.set_index("prompt")["category"]
@@ -180,16 +180,16 @@ def test_politeness_pairs_from_a_local_file_are_checked_and_labelled(tmp_path, p
     assert by_prompt["Por favor, name a colour."] == por_favor
     assert set(raw["split"]) == {"train", "test"} and raw["prompt_id"].is_unique
     with pytest.raises(DataError, match="empty chosen"):
-        ingest_raw("politeness", {"source": source, "invalid_rows": "stop", "policy": policy, "test_fraction": 0.25,
+        registry.get("politeness").ingest({"source": source, "invalid_rows": "stop", "policy": policy, "test_fraction": 0.25,
                                   "seed": 0})
 
 
 def test_the_politeness_hub_dataset_offline_says_how_to_get_it(monkeypatch):
-    from rulebound.tasks import ingest_raw
+    from rulebound.tasks import registry
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError) as err:
-        ingest_raw("politeness", {"source": "hf:weights-and-wires/politeness-orpo-dataset", "invalid_rows": "drop",
+        registry.get("politeness").ingest({"source": "hf:weights-and-wires/politeness-orpo-dataset", "invalid_rows": "drop",
                                   "policy": "lexical", "test_fraction": 0.2, "seed": 0})
     assert "hf download weights-and-wires/politeness-orpo-dataset --repo-type dataset" in str(err.value)

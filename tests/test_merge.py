@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rulebound.errors import ConfigError, RuleboundError
-from rulebound.merge import merge_adapter
+from rulebound.export.merge import merge_adapter
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from rulebound.errors import RuleboundError
-from rulebound.gguf import default_cache_dir, fetch_llama_cpp, read_metadata
+from rulebound.export.gguf import default_cache_dir, fetch_llama_cpp, read_metadata, sdist_name
 from rulebound.models import embedded_gguf_path
-from rulebound.ollama import modelfile_for, render_jinja, translate_chat_template, write_modelfile
+from rulebound.export.ollama import modelfile_for, render_jinja, translate_chat_template, write_modelfile
 
 from conftest import REPO
 
@@ -194,9 +194,9 @@ def templates(tmp_path_factory) -> dict[str, str]:
     """SmolLM2's template from the embedded GGUF; Llama 3.x and Qwen 2.5 from the pinned llama.cpp sdist."""
     pin = yaml.safe_load((REPO / "config.yaml").read_text())["llama_cpp"]
     cache = default_cache_dir()
-    tarball = cache / pin["url"].rsplit("/", 1)[1]
-    if not tarball.is_file():  # download (and check) it once, as the fetch_llama_cpp rule does
-        fetch_llama_cpp(pin["url"], pin["sha256"], tmp_path_factory.mktemp("llama-cpp"), cache_dir=cache)
+    tarball = cache / sdist_name(pin["version"])
+    if not tarball.is_file():  # fetch (and check) it once, as the fetch_llama_cpp rule does
+        fetch_llama_cpp(pin["version"], pin["sha256"], tmp_path_factory.mktemp("llama-cpp"), cache_dir=cache)
     found = {"smollm2": read_metadata(embedded_gguf_path("smollm2-135m-instruct"))["chat_template"]}
     with tarfile.open(tarball, "r:gz") as tar:
         for member in tar:

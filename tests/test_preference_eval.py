@@ -140,7 +140,7 @@ def test_hf_and_gguf_score_the_same_tokens_alike(both_scores):
 
 
 def test_reused_prompt_cache_equals_a_fresh_evaluation(gguf_path):
-    from rulebound.fidelity import token_log_probs
+    from rulebound.export.fidelity import token_log_probs
     from rulebound.generate import open_gguf
 
     llm = open_gguf(gguf_path, n_ctx=256, n_batch=256, logits_all=True, n_threads=1)

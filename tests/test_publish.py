@@ -11,9 +11,9 @@ import sys
 import pandas as pd
 import pytest
 
-from rulebound import publish as rpublish
+from rulebound.export import publish as rpublish
 from rulebound.errors import RuleboundError
-from rulebound.publish import build_publish_folder, publish
+from rulebound.export.publish import build_publish_folder, publish
 
 from conftest import REPO
 
@@ -91,7 +91,7 @@ def _no_push(*args, **kwargs):
 def test_no_push_without_a_repo(tmp_path, run_outputs, monkeypatch, caplog):
     folder = make_folder(tmp_path, run_outputs)
     monkeypatch.setattr(rpublish, "push_folder", _no_push)
-    with caplog.at_level(logging.INFO, logger="rulebound.publish"):
+    with caplog.at_level(logging.INFO, logger="rulebound.export.publish"):
         assert publish(folder, experiment="politeness", settings={"repo_id": None},
                        environ={"HF_TOKEN": FAKE_TOKEN}) is None
     assert "not pushing" in caplog.text and "publish.repo_id is not set" in caplog.text
@@ -111,7 +111,7 @@ def test_a_repo_without_a_token_is_one_clear_error_and_the_folder_stays(tmp_path
 PUSH_CODE = """
 import sys
 from rulebound.io import setup_logging
-from rulebound.publish import publish_all
+from rulebound.export.publish import publish_all
 setup_logging(sys.argv[2])
 publish_all([sys.argv[1]], {"politeness": {"repo_id": "someone/politeness", "private": True}})
 """
@@ -134,13 +134,13 @@ def test_failed_push_is_one_clear_error_and_never_shows_the_token(tmp_path, run_
     assert FAKE_TOKEN not in proc.stdout + proc.stderr
     written = [p for p in [*folder.rglob("*"), *log.parent.rglob("*"), *(tmp_path / "hf-home").rglob("*")]
                if p.is_file()]
-    assert log in written and "ERROR rulebound.publish: Could not push" in log.read_text()
+    assert log in written and "ERROR rulebound.export.publish: Could not push" in log.read_text()
     for path in written:
         assert FAKE_TOKEN.encode() not in path.read_bytes(), path
 
 
 def test_eval_table_reads_a_preference_summary(tmp_path):
-    from rulebound.publish import eval_table
+    from rulebound.export.publish import eval_table
 
     path = tmp_path / "summary.csv"
     pd.DataFrame({"variant": ["base", "adapter"], "group": ["all", "all"], "n": [38, 38], "correct": [18, 20],

@@ -12,17 +12,16 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from rulebound import REFUSAL
-from rulebound.evaluate import score_politeness, summarize_frame
 from rulebound.io import write_csv
-from rulebound.report import (
-    plot_eval_heatmap,
-    plot_lipogram_eval,
-    plot_preference_eval,
-    plot_reward_curves,
-    plot_training_curves,
-)
-from rulebound.report_html import RAINBOW, classify, group_report_files, render_html
+from rulebound.report.figures import plot_reward_curves, plot_training_curves
+from rulebound.report.html import render_html
+from rulebound.tasks.lipogram.report import plot_lipogram_eval
+from rulebound.tasks.politeness.evaluate import score_politeness, summarize_frame
+from rulebound.tasks.politeness.report import RAINBOW, plot_eval_heatmap
+from rulebound.tasks.politeness.report import SEED_READINGS as POLITENESS_READINGS
+from rulebound.tasks.politeness.rule import REFUSAL
+from rulebound.tasks.truthy.report import SEED_READINGS as TRUTHY_READINGS
+from rulebound.tasks.truthy.report import plot_preference_eval
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -144,7 +143,7 @@ def lipogram(tmp_path) -> Path:
 
 def test_training_curves_png(experiment):
     out = experiment / "report" / "training_curves.png"
-    readings = plot_training_curves(experiment / "train" / "metrics.csv", out)
+    readings = plot_training_curves(experiment / "train" / "metrics.csv", out, seed_readings=POLITENESS_READINGS)
     assert panels_of(readings) == ORPO_PANELS
     width, height = png_size(out)
     assert width > 800 and height > 400
@@ -152,8 +151,8 @@ def test_training_curves_png(experiment):
 
 
 def test_training_readings_carry_our_values(experiment, tmp_path):
-    readings = dict(r.split(": ", 1) for r in plot_training_curves(experiment / "train" / "metrics.csv",
-                                                                     tmp_path / "curves.png"))
+    readings = dict(r.split(": ", 1) for r in plot_training_curves(
+        experiment / "train" / "metrics.csv", tmp_path / "curves.png", seed_readings=POLITENESS_READINGS))
     accuracy = readings["preference accuracy"]
     assert accuracy.startswith("rises from a noisy 0.4-0.8 to 1.0")  # the seed's reading
     assert accuracy.endswith("ours: 0.12 -> 1.00, 1.0 from step 8")  # min(1, step / 8) over 12 steps
@@ -161,8 +160,8 @@ def test_training_readings_carry_our_values(experiment, tmp_path):
     assert "peak 0.00046 at step 1" in readings["learning rate"]
     assert "ours: logps/chosen -2.00 -> -1.08, logps/rejected -1.20 -> -3.40" in readings["log-probabilities"]
 
-    truthy = plot_training_curves(experiment / "train" / "metrics.csv", tmp_path / "t.png", task="truthy",
-                                  title="truthy")
+    truthy = plot_training_curves(experiment / "train" / "metrics.csv", tmp_path / "t.png",
+                                  seed_readings=TRUTHY_READINGS, title="truthy")
     assert panels_of(truthy) == [*ORPO_PANELS[:3], "rewards", ORPO_PANELS[3], "log-odds ratio", *ORPO_PANELS[4:]]
     assert "rises overall; ours: -0.50 -> -0.04" in truthy[5]
     assert "rewards/chosen" in truthy[3] and "rewards/rejected" in truthy[3]
@@ -172,17 +171,26 @@ def test_training_curves_skip_missing_columns(tmp_path):
     metrics = metrics_frame()[["step", "epoch", "loss", "grad_norm"]]
     metrics.loc[3:, "grad_norm"] = float("nan")  # a column present but mostly empty still draws
     metrics.to_csv(tmp_path / "metrics.csv", index=False)
-    readings = plot_training_curves(tmp_path / "metrics.csv", tmp_path / "curves.png")
+    readings = plot_training_curves(tmp_path / "metrics.csv", tmp_path / "curves.png",
+                                    seed_readings=POLITENESS_READINGS)
     assert panels_of(readings) == ["loss", "gradient norm"]
     assert "max 1.00 at step 1" in readings[1]
     assert png_size(tmp_path / "curves.png")[0] > 300
 
     metrics.assign(step=metrics["step"].astype(float)).to_csv(tmp_path / "float_steps.csv", index=False)
-    assert plot_training_curves(tmp_path / "float_steps.csv", tmp_path / "curves.png") == readings
+    assert plot_training_curves(tmp_path / "float_steps.csv", tmp_path / "curves.png",
+                                seed_readings=POLITENESS_READINGS) == readings
 
     pd.DataFrame({"step": [1, 2], "epoch": [0.5, 1.0]}).to_csv(tmp_path / "bare.csv", index=False)
     assert plot_training_curves(tmp_path / "bare.csv", tmp_path / "bare.png") == []
     assert (tmp_path / "bare.png").stat().st_size > 1000
+
+
+def test_training_curves_without_seed_readings_draw_every_panel(experiment, tmp_path):
+    readings = plot_training_curves(experiment / "train" / "metrics.csv", tmp_path / "c.png")
+    assert panels_of(readings) == ["loss", "preference accuracy", "reward margin", "rewards", "log-probabilities",
+                                   "log-odds ratio", "learning rate", "gradient norm"]
+    assert all("; ours" not in r for r in readings)  # no seed to compare with
 
 
 def test_eval_heatmap_grows_with_categories_and_variants(experiment, tmp_path):
@@ -217,13 +225,13 @@ def test_preference_eval_png(truthy, tmp_path):
 
 
 def test_reward_curves_png(lipogram, tmp_path):
-    csvs = sorted(lipogram.glob("*/train/metrics.csv"))
+    csvs = {p.parent.parent.name: p for p in sorted(lipogram.glob("*/train/metrics.csv"))}
     readings = plot_reward_curves(csvs, tmp_path / "curves.png")
     assert panels_of(readings) == ["total reward", "reward", "reward", "completion length", "KL to the reference",
                                    "SFT loss"]
     by_panel = dict(r.split(": ", 1) if not r.startswith("reward: ") else ("reward " + r.split(": ")[1], r)
                     for r in readings)
-    assert by_panel["total reward"] == "grpo 0.10 -> 0.80; grpo_curriculum 0.10 -> 0.80"  # methods from paths
+    assert by_panel["total reward"] == "grpo 0.10 -> 0.80; grpo_curriculum 0.10 -> 0.80"  # runs by label
     assert "grpo_curriculum" in by_panel["reward length_curriculum"] and "grpo " not in by_panel[
         "reward length_curriculum"]
     assert by_panel["SFT loss"] == "sft 2.00 -> 0.90"
@@ -240,57 +248,44 @@ def test_lipogram_eval_png(lipogram, tmp_path):
 
 # --- HTML ------------------------------------------------------------------------------------
 
-def test_group_report_files_classifies_every_kind(tmp_path):
-    files = ["results/politeness/eval/summary.csv", "results/politeness/eval/base.csv",
-             "results/politeness/train/metrics.csv", "results/politeness/report/training_curves.png",
-             "results/truthy/eval/examples/base.csv", "results/truthy/eval/Q4_K_M.csv",
-             "results/lipogram/grpo/train/metrics.csv", "results/lipogram/sft/train/metrics.csv",
-             "results/lipogram/report/eval.png", "results/lipogram/eval/grpo_curriculum-Q4_K_M.csv",
-             str(tmp_path / "results" / "other" / "eval" / "summary.csv"),
-             "results/politeness/eval/fidelity.csv", "results/lipogram/metrics.csv", "results/reproduction.md",
-             "notes.txt"]
-    assert classify(files[4]) == ("truthy", "examples", "base")
-    assert classify(files[6]) == ("lipogram", "metrics", "grpo")
-    assert classify(files[2]) == ("politeness", "metrics", "politeness")
-    assert [classify(f) for f in files[-4:]] == [None, None, None, None]
-
-    groups = group_report_files(files)
-    assert list(groups) == ["politeness", "truthy", "lipogram", "other"]
-    assert groups["politeness"]["summary"] == Path(files[0])
-    assert groups["politeness"]["evals"] == [Path(files[1])]  # fidelity.csv is no variant
-    assert groups["politeness"]["metrics"] == {"politeness": Path(files[2])}
-    assert groups["truthy"]["examples"] == [Path(files[4])] and groups["truthy"]["evals"] == [Path(files[5])]
-    assert groups["lipogram"]["metrics"] == {"grpo": Path(files[6]), "sft": Path(files[7])}
-    assert groups["lipogram"]["figures"] == [Path(files[8])] and groups["lipogram"]["summary"] is None
-    assert groups["other"]["metrics"] == {} and groups["other"]["evals"] == []
-
-
 def run_script(name: str, **namespaces) -> None:
     snakemake = SimpleNamespace(log=[namespaces.pop("log")], threads=1, **namespaces)
     runpy.run_path(str(SCRIPTS / name), init_globals={"snakemake": snakemake})
 
 
-def plot_via_script(root: Path, task: str, metrics: list[Path], evals: list[Path], log: Path) -> list[Path]:
+def plot_via_script(root: Path, task: str, metrics: dict[str, Path], evals: dict[str, Path], log: Path) -> dict:
     report = root / "report"
-    run_script("plot_report.py", log=log, params=SimpleNamespace(task=task),
-               input=SimpleNamespace(metrics=metrics, summary=root / "eval" / "summary.csv", evals=evals),
+    run_script("plot_report.py", log=log, params=SimpleNamespace(task=task, metrics=metrics, evals=evals),
+               input=SimpleNamespace(metrics=list(metrics.values()), summary=root / "eval" / "summary.csv",
+                                     evals=list(evals.values())),
                output=SimpleNamespace(curves=report / "training_curves.png", eval=report / "eval.png"))
-    return [report / "training_curves.png", report / "eval.png"]
+    return {"training_curves": report / "training_curves.png", "eval": report / "eval.png"}
+
+
+def runs_of(root: Path) -> dict[str, Path]:
+    """Run name -> metrics CSV, as the rules name runs (politeness; lipogram/sft)."""
+    exp = root.name
+    return {str(p.parent.parent.relative_to(root.parent)): p for p in sorted(root.glob("**/train/metrics.csv"))} | (
+        {exp: root / "train" / "metrics.csv"} if (root / "train" / "metrics.csv").exists() else {})
 
 
 @pytest.fixture
 def page(experiment, truthy, lipogram, tmp_path) -> str:
     """The HTML page over all three experiments, figures from the plot script, as the two rules make it."""
-    files, log = [], tmp_path / "log.txt"
+    experiments, log = {}, tmp_path / "log.txt"
     for root, task, variants in ((experiment, "politeness", ["base", "adapter"]), (truthy, "truthy", TRUTHY_VARIANTS),
                                  (lipogram, "lipogram", LIPOGRAM_VARIANTS)):
-        metrics = sorted(root.glob("**/train/metrics.csv"))
-        evals = [root / "eval" / f"{v}.csv" for v in variants]  # in config order, as report_inputs lists them
-        files += [root / "eval" / "summary.csv", *plot_via_script(root, task, metrics, evals, log), *evals, *metrics]
-        files += [p for v in variants if (p := root / "eval" / "examples" / f"{v}.csv").exists()]
+        metrics = runs_of(root)
+        evals = {v: root / "eval" / f"{v}.csv" for v in variants}  # in config order, as the rules pass them
+        entry = {"task": task, "summary": root / "eval" / "summary.csv", "metrics": metrics, "evals": evals,
+                 "figures": plot_via_script(root, task, metrics, evals, log)}
+        examples = [p for v in variants if (p := root / "eval" / "examples" / f"{v}.csv").exists()]
+        if examples:
+            entry["examples"] = examples
+        experiments[root.name] = entry
     out = tmp_path / "results" / "report.html"
-    run_script("render_report.py", log=log, input=list(map(str, files)), output=SimpleNamespace(html=out),
-               params=SimpleNamespace(tasks={"politeness": "politeness", "truthy": "truthy", "lipogram": "lipogram"}))
+    run_script("render_report.py", log=log, output=SimpleNamespace(html=out),
+               params=SimpleNamespace(experiments=experiments))
     assert not list(out.parent.glob(".*tmp*"))
     return out.read_text(encoding="utf-8")
 
@@ -352,10 +347,12 @@ def test_render_html_with_missing_parts(experiment, lipogram, tmp_path):
     base = pd.read_csv(experiment / "eval" / "base.csv", keep_default_na=False)
     write_csv(base[~base["user"].isin(RAINBOW)].drop(columns=["example", "variant"]), tmp_path / "eval" / "base.csv")
     out = tmp_path / "partial.html"
-    politeness = {"summary": experiment / "eval" / "summary.csv", "evals": [tmp_path / "eval" / "base.csv"]}
-    render_html({"politeness": politeness, "empty": {}, "lipogram": {"evals": [lipogram / "eval" / "base.csv"]}}, out)
+    politeness = {"task": "politeness", "summary": experiment / "eval" / "summary.csv",
+                  "evals": {"base": tmp_path / "eval" / "base.csv"}}
+    lipogram_entry = {"task": "lipogram", "evals": {"base": lipogram / "eval" / "base.csv"}}
+    render_html({"politeness": politeness, "empty": {"task": "truthy"}, "lipogram": lipogram_entry}, out)
     page = out.read_text(encoding="utf-8")
-    assert '<table class="summary">' in page and '<section id="empty">' in page  # task read off the summary
+    assert '<table class="summary">' in page and '<section id="empty">' in page
     assert "data:image/png" not in page and "Training curves, read" not in page
     assert "rainbow prompts were not among the prompts evaluated" in page
     assert "<th>base</th>" in section(page, "politeness").split('<table class="examples">')[1]  # from the file name

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rulebound.reproduce import build_reproduction, comparability, render_markdown, write_reproduction
+from rulebound.report.reproduce import build_reproduction, comparability, render_markdown, write_reproduction
 
 
 def _write(path, df):
