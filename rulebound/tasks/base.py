@@ -199,6 +199,12 @@ class Task:
         (and ``seed``); [] for a task that reproduces no published experiment."""
         return []
 
+    # --- quality bars -------------------------------------------------------------------------------------
+
+    def quality_checks(self, name: str, exp: dict, root: Path) -> list:
+        """``rulebound.quality.Check``s of what the trained model must do, read off a finished run's files."""
+        return []
+
     # --- training rewards -----------------------------------------------------------------------------------
 
     def rewards(self) -> dict[str, Callable[..., list[float]]]:

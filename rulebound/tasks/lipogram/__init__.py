@@ -133,6 +133,11 @@ class LipogramTask(Task):
     def reproduction_inputs(self, name, exp):
         return [paths.summary_csv(name)]
 
+    def quality_checks(self, name, exp, root):
+        from rulebound.tasks.lipogram.quality import quality_checks
+
+        return quality_checks(name, exp, root)
+
     def seed_comparison(self, exp, model_source):
         from rulebound.tasks.lipogram.reproduce import comparison
 

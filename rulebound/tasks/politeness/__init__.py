@@ -73,6 +73,11 @@ class PolitenessTask(Task):
 
         return super().reproduction_inputs(name, exp) + [paths.eval_csv(name, examples_variant(exp))]
 
+    def quality_checks(self, name, exp, root):
+        from rulebound.tasks.politeness.quality import quality_checks
+
+        return quality_checks(name, exp, root)
+
     def seed_comparison(self, exp, model_source):
         from rulebound.tasks.politeness.reproduce import comparison
 
