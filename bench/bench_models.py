@@ -6,6 +6,7 @@ Shared by bench/grpo_throughput.py and bench/sft_throughput.py (bench/orpo_throu
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 SHAPES = {
@@ -47,6 +48,76 @@ def build_model_dir(path: Path, shape: str) -> None:
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     tmp.rename(path)
+
+
+def word_tokenizer(vocab_size: int):
+    """The word-level tokenizer of these models ("t0".."tN" after 4 special tokens), built in memory.
+
+    Built here rather than loaded from the model folder: on the lent H200 image (2026-12-02) the folder's
+    tokenizer.json, loaded back with AutoTokenizer, turned every prompt into no tokens at all (TRL's GRPO and
+    SFT then trained on empty rows); the same files load fine elsewhere. Checked before it is used.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL + [f"t{i}" for i in range(vocab_size - len(SPECIAL))])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>")
+    ids = tokenizer("t5 t77")["input_ids"]
+    if ids == [9, 81]:
+        return tokenizer
+    print(f"the fast word-level tokenizer gives {ids} for 't5 t77'; using the pure-Python one", file=sys.stderr)
+    tokenizer = PythonWordTokenizer(vocab_size)
+    ids = tokenizer("t5 t77")["input_ids"]
+    if ids != [9, 81]:
+        raise RuntimeError(f"the word-level tokenizer gives {ids} for 't5 t77', not [9, 81]: the benchmark would "
+                           "train on wrong rows")
+    return tokenizer
+
+
+def _python_word_tokenizer_class():
+    from transformers import PreTrainedTokenizer
+
+    class PythonWordTokenizer(PreTrainedTokenizer):
+        """The same word-level vocabulary as a slow (pure-Python) tokenizer."""
+
+        def __init__(self, vocab_size: int, **kwargs):
+            self.n = vocab_size
+            super().__init__(pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", **kwargs)
+
+        @property
+        def vocab_size(self):
+            return self.n
+
+        def get_vocab(self):
+            return {**{t: i for i, t in enumerate(SPECIAL)}, **{f"t{i}": i + 4 for i in range(self.n - 4)}}
+
+        def _tokenize(self, text, **kwargs):
+            return text.split()
+
+        def _convert_token_to_id(self, token):
+            if token in SPECIAL:
+                return SPECIAL.index(token)
+            if token[:1] == "t" and token[1:].isdigit() and int(token[1:]) < self.n - 4:
+                return int(token[1:]) + 4
+            return 3
+
+        def _convert_id_to_token(self, index):
+            return SPECIAL[index] if index < 4 else f"t{index - 4}"
+
+        def convert_tokens_to_string(self, tokens):
+            return " ".join(tokens)
+
+        def save_vocabulary(self, save_directory, filename_prefix=None):
+            return ()
+
+    return PythonWordTokenizer
+
+
+def PythonWordTokenizer(vocab_size: int):  # noqa: N802 (a class made on first use: transformers loads late)
+    return _python_word_tokenizer_class()(vocab_size)
 
 
 def model_dir_for(shape: str, root: Path, real: str | None = None) -> Path:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import is_word_model, model_dir_for, versions  # noqa: E402
+from bench_models import is_word_model, model_dir_for, versions, word_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,6 +84,9 @@ def worker(opts) -> dict:
         opts.model_dir, LoraSettings(r=16, alpha=16), spec["backend"], max_seq_length=1024,
         precision="bf16" if cuda else "fp32", gradient_checkpointing=False)
     from trl import GRPOConfig, GRPOTrainer
+
+    if is_word_model(Path(opts.model_dir)):
+        tokenizer = word_tokenizer(model.config.vocab_size)  # bench_models.word_tokenizer says why
 
     if spec["trainer"] == "fast":
         from rulebound.train.grpo_fast import FastGRPOTrainer as GRPOTrainer  # noqa: F811

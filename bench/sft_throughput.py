@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import matmul_params, model_dir_for, versions  # noqa: E402
+from bench_models import is_word_model, matmul_params, model_dir_for, versions, word_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 790e12
@@ -70,6 +70,9 @@ def worker(opts) -> dict:
         attn_implementation=(spec.get("attn") if cuda else "sdpa") if spec["backend"] == "transformers" else None,
         compile_layers=spec.get("compiled", False) and cuda)
     from trl import SFTConfig, SFTTrainer
+
+    if is_word_model(Path(opts.model_dir)):
+        tokenizer = word_tokenizer(model.config.vocab_size)  # bench_models.word_tokenizer says why
 
     steps = opts.steps + opts.warmup
     data = rows(steps * opts.batch, model.config.vocab_size, answer=(opts.answer_min, opts.answer_max))

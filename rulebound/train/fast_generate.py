@@ -235,6 +235,8 @@ class StaticSampler:
         unique: dict[tuple, int] = {}
         row_of = [unique.setdefault(tuple(ids), len(unique)) for ids in prompt_ids]
         prompts = list(unique)
+        if not prompts or min(map(len, prompts)) == 0:
+            raise ValueError("StaticSampler.generate got an empty prompt: every prompt needs at least one token")
         device = next(model.parameters()).device
         prompt_len = _round_up(max(len(p) for p in prompts), self.prompt_multiple)
         d = self._decoder(model, len(prompt_ids), prompt_len)
