@@ -4,12 +4,15 @@ Workload (the anchor): a random-init Llama-3.2-3B-shaped model (hidden 3072, 28 
 heads, intermediate 8192, vocab 128256, tied embeddings), LoRA r=16 alpha=16 on q,k,v,o,gate,up,down,
 ORPO beta 0.1, 8 pairs a step, <= 512 tokens a sequence (prompt 32-256 tokens, each answer 32-256,
 uniform), bf16, gradient checkpointing, AdamW, median of 30 timed steps after 5 warm-up steps.
+``--shape short-prompt`` is the short-prompt, long-answer workload (prompts of 20-60 tokens, each answer
+80-200), everything else the same.
 
 Each contender runs in its own subprocess (Unsloth patches transformers globally on import):
 
     python bench/orpo_throughput.py                       # the anchor on a CUDA GPU (about 6 minutes)
     python bench/orpo_throughput.py --tiny                # a CPU smoke check in seconds
     python bench/orpo_throughput.py --contenders hf,rulebound-hf --steps 20 --warmup 0 --losses
+    python bench/orpo_throughput.py --shape short-prompt --contenders unsloth,rulebound,rulebound-offload
 
 MFU counts 6 x (matmul parameters, lm_head included) x real (non-padding) tokens per step against
 790 TFLOP/s bf16 (H100/H200 dense), attention score FLOPs left out.
@@ -32,10 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 790e12
 
 def _c(backend, trainer, padding_free=False, batch_mult=1, prefix=False, attn=None, liger=False, chunk=2**26,
-       multiple=None, compiled=False):
+       multiple=None, compiled=False, offload=False):
     return {"backend": backend, "trainer": trainer, "padding_free": padding_free, "batch_mult": batch_mult,
             "prefix_sharing": prefix, "attn": attn, "liger": liger, "chunk": chunk, "multiple": multiple,
-            "compiled": compiled}
+            "compiled": compiled, "offload": offload}
 
 
 CONTENDERS = {
@@ -44,6 +47,12 @@ CONTENDERS = {
     # the training rule's GPU default (rulebound.train.backend.uses_fast_path): shared-prefix packing,
     # block-sparse flex attention, torch.compile'd decoder layers, chunked ORPO head (2^25 logits a chunk)
     "rulebound": _c("transformers", "fused", prefix=True, attn="flex_attention", compiled=True, chunk=2**25),
+    # the same with each checkpointed layer input parked in pinned host memory (rulebound.train.offload_checkpoint)
+    # and 2^24 logits a chunk: the memory levers
+    "rulebound-offload": _c("transformers", "fused", prefix=True, attn="flex_attention", compiled=True, chunk=2**24,
+                            offload=True),
+    "rulebound-offload-m128": _c("transformers", "fused", prefix=True, attn="flex_attention", compiled=True,
+                                 chunk=2**24, offload=True, multiple=128),
     # the same without compiling, with liger-kernel's RMSNorm/RoPE/SwiGLU (liger's autograd breaks compile)
     "rulebound-liger": _c("transformers", "fused", prefix=True, attn="flex_attention", liger=True),
     "rulebound-liger-c25": _c("transformers", "fused", prefix=True, attn="flex_attention", liger=True, chunk=2**25),
@@ -57,6 +66,8 @@ CONTENDERS = {
     "rulebound-hf": _c("transformers", "fused", padding_free=True),
     "rulebound-hf-padded": _c("transformers", "fused"),
 }
+# the workloads: (prompt tokens, answer tokens) ranges, uniform; "anchor" is the original one
+WORKLOADS = {"anchor": ((32, 256), (32, 256)), "short-prompt": ((20, 60), (80, 200))}
 SHAPES = {
     "llama-3.2-3b": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
                          intermediate_size=8192, vocab_size=128256, head_dim=128, rope_theta=500000.0),
@@ -90,7 +101,7 @@ def build_model_dir(path: Path, shape: str) -> None:
     tmp.rename(path)
 
 
-def preference_rows(n: int, vocab: int, max_prompt: int, max_answer: int, seed: int = 0):
+def preference_rows(n: int, vocab: int, prompt: tuple[int, int], answer: tuple[int, int], seed: int = 0):
     from datasets import Dataset
 
     rng = random.Random(seed)
@@ -98,11 +109,17 @@ def preference_rows(n: int, vocab: int, max_prompt: int, max_answer: int, seed: 
     def text(lo, hi):
         return " ".join(f"t{rng.randrange(vocab - 4)}" for _ in range(rng.randint(lo, hi)))
 
-    lo = max(1, max_answer // 8)
     return Dataset.from_list([
-        {"prompt": text(lo, max_prompt), "chosen": " " + text(lo, max_answer), "rejected": " " + text(lo, max_answer)}
-        for _ in range(n)
+        {"prompt": text(*prompt), "chosen": " " + text(*answer), "rejected": " " + text(*answer)} for _ in range(n)
     ])
+
+
+def workload(name: str, max_length: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Prompt and answer length ranges; the anchor's scale with --max-length (32-256 at 512), as before."""
+    if name == "anchor":
+        half = max_length // 2
+        return (max(1, half // 8), half), (max(1, half // 8), half)
+    return WORKLOADS[name]
 
 
 def worker(opts) -> dict:
@@ -130,7 +147,12 @@ def worker(opts) -> dict:
     batch = opts.batch * batch_mult
     steps, warmup = opts.steps // batch_mult or 1, opts.warmup // batch_mult
     vocab = model.config.vocab_size
-    data = preference_rows((steps + warmup) * batch, vocab, opts.max_length // 2, opts.max_length // 2)
+    prompt_range, answer_range = workload(opts.shape, opts.max_length)
+    data = preference_rows((steps + warmup) * batch, vocab, prompt_range, answer_range)
+    if spec.get("offload"):
+        from rulebound.train.offload_checkpoint import enable_offloaded_checkpointing
+
+        enable_offloaded_checkpointing(model)
     args = ORPOConfig(
         output_dir=tempfile.mkdtemp(prefix="orpo-bench-"), max_steps=steps + warmup, per_device_train_batch_size=batch,
         learning_rate=2e-4, lr_scheduler_type="constant", beta=0.1, max_length=opts.max_length,
@@ -168,6 +190,8 @@ def worker(opts) -> dict:
     trainer.add_callback(Clock())
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    if opts.profile:
+        trainer.add_callback(Profile(warmup + steps - opts.profile, opts.profile))
     trainer.train()
     timed = times[warmup:]
     logs = [e for e in trainer.state.log_history if "loss" in e]
@@ -178,7 +202,8 @@ def worker(opts) -> dict:
     step_s = statistics.median(timed)
     step_tokens = statistics.mean(tokens[warmup:])
     return {
-        "contender": opts.worker, "backend": backend, "trainer": cls.__name__, "padding_free": padding_free,
+        "contender": opts.worker, "shape": opts.shape, "backend": backend, "trainer": cls.__name__,
+        "padding_free": padding_free,
         "batch": batch, "s_per_step": step_s, "samples_per_s": batch / step_s, "tokens_per_s": step_tokens / step_s,
         "padding": 1 - sum(tokens[warmup:]) / max(1, sum(padded[warmup:])),
         "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
@@ -188,6 +213,34 @@ def worker(opts) -> dict:
         "log_odds_ratio": [e["log_odds_ratio"] for e in logs],
         "versions": versions(),
     }
+
+
+def Profile(start: int, n: int):  # noqa: N802 (a callback factory)
+    """A callback that records steps start..start+n with torch.profiler and prints the top CUDA kernels."""
+    from transformers import TrainerCallback
+
+    class ProfileSteps(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if state.global_step == start:
+                import torch
+
+                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                               torch.profiler.ProfilerActivity.CUDA])
+                self.prof.__enter__()
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == start + n and hasattr(self, "prof"):
+                import torch
+
+                torch.cuda.synchronize()
+                self.prof.__exit__(None, None, None)
+                table = self.prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
+                out = os.environ.get("RULEBOUND_PROFILE_OUT")
+                if out:
+                    Path(out).write_text(f"{n} steps\n{table}")
+                print(table, file=sys.stderr)
+
+    return ProfileSteps()
 
 
 def versions() -> dict:
@@ -228,7 +281,8 @@ def setup(r: dict) -> str:
                             (spec.get("attn") or "", spec.get("attn")), ("liger", spec.get("liger")),
                             ("compiled layers", spec.get("compiled")),
                             (f"chunk 2^{(spec.get('chunk') or 1).bit_length() - 1}", spec.get("chunk", 2**26) != 2**26),
-                            (f"pad to {spec.get('multiple')}", spec.get("multiple"))) if on]
+                            (f"pad to {spec.get('multiple')}", spec.get("multiple")),
+                            ("offloaded checkpoints", spec.get("offload"))) if on]
     return f" ({', '.join(bits)})" if bits else ""
 
 
@@ -251,6 +305,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--shape", default="anchor", choices=sorted(WORKLOADS),
+                   help="anchor: prompts and answers 32-256 tokens; short-prompt: prompts 20-60, answers 80-200")
+    p.add_argument("--profile", type=int, default=0, help="profile this many final steps (torch.profiler)")
     p.add_argument("--tiny", action="store_true", help="tiny model on CPU: a smoke check in seconds")
     p.add_argument("--losses", action="store_true", help="also print each step's loss per contender")
     p.add_argument("--json", help="write all measurements here")
@@ -264,7 +321,8 @@ def main(argv=None) -> int:
     import torch
 
     if opts.tiny:
-        opts.steps, opts.warmup, opts.batch, opts.max_length = min(opts.steps, 3), min(opts.warmup, 1), 2, 64
+        opts.steps, opts.warmup, opts.batch = min(opts.steps, 3), min(opts.warmup, 1), 2
+        opts.max_length = 64 if opts.shape == "anchor" else 512
     shape = "tiny" if opts.tiny else "llama-3.2-3b"
     model_dir = Path(os.environ.get("RULEBOUND_BENCH_DIR", tempfile.gettempdir())) / f"rulebound-bench-{shape}"
     if not model_dir.exists():
@@ -275,7 +333,8 @@ def main(argv=None) -> int:
             print(f"skip {name}: Unsloth needs a CUDA GPU", file=sys.stderr)
             continue
         cmd = [sys.executable, __file__, "--worker", name, "--model-dir", str(model_dir), "--steps", str(opts.steps),
-               "--warmup", str(opts.warmup), "--batch", str(opts.batch), "--max-length", str(opts.max_length)]
+               "--warmup", str(opts.warmup), "--batch", str(opts.batch), "--max-length", str(opts.max_length),
+               "--shape", opts.shape, "--profile", str(opts.profile if name.startswith("rulebound") else 0)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         found = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -286,6 +345,8 @@ def main(argv=None) -> int:
             continue
         results.append(json.loads(found[-1]))
         print(f"{name}: {results[-1]['s_per_step']:.3f} s/step", file=sys.stderr, flush=True)
+    print(f"workload: {opts.shape} (prompt, answer tokens: {workload(opts.shape, opts.max_length)}), batch {opts.batch}, "
+          f"median of {opts.steps} steps after {opts.warmup}")
     print(table(results))
     if opts.losses:
         print()

@@ -47,7 +47,7 @@ def with_system(conversations: list[list[dict]], system_prompt: str | None) -> l
 
 
 def load_hf_model(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None = None):
-    """Model (fp32, eval mode) and tokenizer (left padding, pad token set) for CPU generation."""
+    """Model (fp32, eval mode; on the GPU where there is one) and tokenizer (left padding, pad token set)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,6 +58,8 @@ def load_hf_model(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike |
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if torch.cuda.is_available():  # the GPU profiles' machines: same fp32 weights, on the GPU
+        model.to("cuda")
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -127,6 +129,7 @@ def _generate_sorted(model, tokenizer, conversations: list[list[dict]], *, max_n
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
             enc = tokenizer([texts[i] for i in idx], add_special_tokens=False, padding=True, return_tensors="pt")
+            enc = enc.to(model.device)
             out = model.generate(**enc, generation_config=config, logits_processor=logits_processor)
             new = out[:, enc["input_ids"].shape[1]:]
             for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True)):

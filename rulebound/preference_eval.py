@@ -134,6 +134,7 @@ def hf_answer_logps(model, sequences: list[tuple[list[int], list[int]]], *, batc
             for r, row in enumerate(rows):
                 input_ids[r, :len(row)] = torch.tensor(row)
                 mask[r, :len(row)] = 1
+            input_ids, mask = input_ids.to(model.device), mask.to(model.device)  # load_hf_model's device
             logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1].float()
             # log p(next token) = its logit - logsumexp over the vocabulary: no (batch, length, vocab) copy
             token_logps = logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)

@@ -70,7 +70,7 @@ def grpo_args(cfg: dict, output_dir: str, dtype, n_prompts: int | None = None):
         max_completion_length=int(cfg.get("max_completion_length", 32)),
         temperature=float(cfg.get("temperature", 1.0)),
         beta=kl_beta(cfg),
-        use_vllm=False,
+        use_vllm=bool(cfg.get("use_vllm", False)),
         log_completions=False,
     )
 
@@ -175,8 +175,15 @@ def train_grpo(
     rewards = reward_functions(cfg.get("rewards", ["no_e"]))
     dataset = load_prompts(prompts_parquet)
     batch_shape(cfg, len(dataset))
-    model, tokenizer, backend = load_model(model_dir, cfg, init_adapter=init_adapter)
+    from rulebound.train.grpo_fast import uses_fast_grpo
+
+    fast = uses_fast_grpo(cfg)  # trainer: fast (static-cache CUDA-graph sampling) on a GPU; TRL's elsewhere
+    model, tokenizer, backend = load_model(model_dir, {**cfg, "backend": "transformers"} if fast else cfg,
+                                           init_adapter=init_adapter)
     from trl import GRPOTrainer  # after the backend: Unsloth patches TRL's trainers when imported first
+    if fast:
+        from rulebound.train.grpo_fast import FastGRPOTrainer as GRPOTrainer
+        backend = "transformers (fast GRPO: static-cache CUDA-graph sampling, chunked log-probs)"
     recorder, scratch = MetricsRecorder(), scratch_dir("grpo", experiment)
     try:
         args = grpo_args(cfg, scratch, model_dtype(model), len(dataset))

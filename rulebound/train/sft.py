@@ -115,11 +115,18 @@ def sft_args(cfg: dict, output_dir: str, dtype):
     )
 
 
-def build_sft_trainer(model, tokenizer, dataset, cfg: dict, output_dir: str, callbacks=()):
-    """An SFTTrainer over ``dataset``; its train_dataset holds the tokenized rows with prompt labels at -100."""
+def build_sft_trainer(model, tokenizer, dataset, cfg: dict, output_dir: str, callbacks=(), fast: bool = False):
+    """An SFTTrainer over ``dataset``; its train_dataset holds the tokenized rows with prompt labels at -100.
+
+    ``fast``: rulebound.train.sft_fast.FastSFTTrainer (each batch packed into one row, same loss)."""
     from trl import SFTTrainer
 
     args = sft_args(cfg, output_dir, model_dtype(model))
+    if fast:
+        from rulebound.train.sft_fast import FastSFTTrainer
+
+        return FastSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                              callbacks=list(callbacks), pack_multiple=256)
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       callbacks=list(callbacks))
 
@@ -130,8 +137,9 @@ def model_dtype(model):
     return next(p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.uint8)
 
 
-def load_model(model_dir: str, cfg: dict, init_adapter: str | None = None):
-    """The backend's LoRA model for a method's settings: (model, tokenizer, backend)."""
+def load_model(model_dir: str, cfg: dict, init_adapter: str | None = None, **options):
+    """The backend's LoRA model for a method's settings: (model, tokenizer, backend); ``options`` go to
+    load_for_training (attn_implementation, compile_layers)."""
     return load_for_training(
         model_dir,
         LoraSettings.from_config(cfg.get("lora", {})),
@@ -141,6 +149,7 @@ def load_model(model_dir: str, cfg: dict, init_adapter: str | None = None):
         precision=cfg.get("precision", "auto"),
         gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
         init_adapter=init_adapter,
+        **options,
     )
 
 
@@ -190,10 +199,17 @@ def train_sft(
     torch.set_num_threads(max(1, threads))
     set_seed(int(cfg.get("seed", 3407)))
     dataset = load_sft_data(train_parquet)
-    model, tokenizer, backend = load_model(model_dir, cfg)
+    from rulebound.train.sft_fast import uses_fast_sft
+
+    fast = uses_fast_sft(cfg)  # trainer: fast on a GPU: packed rows, flex attention, compiled layers
+    model, tokenizer, backend = load_model(model_dir, {**cfg, "backend": "transformers"} if fast else cfg,
+                                           **({"attn_implementation": "flex_attention", "compile_layers": True}
+                                              if fast else {}))
+    if fast:
+        backend = "transformers (fast SFT: packed rows, flex attention, compiled layers)"
     recorder, scratch = MetricsRecorder(), scratch_dir("sft", experiment)
     try:
-        trainer = build_sft_trainer(model, tokenizer, dataset, cfg, scratch, callbacks=[recorder])
+        trainer = build_sft_trainer(model, tokenizer, dataset, cfg, scratch, callbacks=[recorder], fast=fast)
         log.info("SFT: %d rows (%d after tokenizing and length checks), %d planned steps, backend=%s",
                  len(dataset), len(trainer.train_dataset), planned_steps(len(trainer.train_dataset), trainer.args),
                  backend)
