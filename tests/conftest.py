@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/smoke/pipeline.py as smoke.pipeline
 
 
 def pytest_configure(config):
@@ -57,3 +59,11 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The smoke pipeline, built once per session; tests that only read its artifacts share it (do not modify)."""
+    from smoke.pipeline import build_smoke
+
+    return build_smoke(tmp_path_factory.mktemp("pipeline"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import re
 import struct
 import subprocess
 import sys
@@ -14,54 +12,16 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "tests" / "smoke" / "config.yaml"
-EXP = "politeness"
+from smoke.pipeline import EXP, REPO, SMOKE, planned_rules
+
 VARIANTS = ["base", "adapter", "F16", "Q8_0", "Q4_K_M"]
 
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", *args]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
-    if check and proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log")))
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
-    return proc
-
-
-def planned_rules(workdir: Path, *args: str, configfile: Path = SMOKE) -> set[str]:
-    proc = snakemake(workdir, "-n", *args, configfile=configfile)
-    text = proc.stdout + proc.stderr
-    return set(re.findall(r"^(?:local)?rule (\w+):", text, flags=re.M)) - {"all"}
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("pipeline")
-    (work / "config.yaml").write_text((REPO / "config.yaml").read_text())
-    return work
-
-
-@pytest.fixture(scope="module")
-def gguf_only(workdir) -> Path:
-    """First ask for one GGUF file only: nothing but what it needs may run."""
-    target = f"results/{EXP}/gguf/{EXP}-Q4_K_M.gguf"
-    planned = planned_rules(workdir, target)
-    assert "quantize_gguf" in planned and "train_orpo" in planned
-    assert not planned & {"evaluate_hf", "evaluate_gguf", "summarize_eval", "plot_report", "render_report"}
-    snakemake(workdir, target)
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def built(gguf_only) -> Path:
-    assert not (gguf_only / f"results/{EXP}/eval").exists(), "a single GGUF target must not run evaluation"
-    snakemake(gguf_only)
-    return gguf_only
+def built(smoke_run) -> Path:
+    return smoke_run
 
 
 def test_raw_and_split_parquet_schema(built):
