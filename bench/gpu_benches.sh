@@ -19,7 +19,6 @@ run() {  # name, command...
   echo "rc $? after $(($(date +%s) - start)) s"; tail -n 25 "$out/$name.log"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-run grpo-qwen0.5b python3 bench/grpo_throughput.py --steps 4 --warmup 1
 run sft-qwen0.5b python3 bench/sft_throughput.py --steps 15 --warmup 5
 RULEBOUND_PROFILE_OUT="$out/orpo-profile.txt" \
   run orpo-short python3 bench/orpo_throughput.py --shape short-prompt --steps 12 --warmup 4 --profile 3 \
@@ -28,4 +27,5 @@ run grpo-smollm2-shape python3 bench/grpo_throughput.py --shape smollm2-135m --s
   --contenders trl,rulebound
 run orpo-anchor python3 bench/orpo_throughput.py --shape anchor --steps 12 --warmup 4 \
   --contenders unsloth,rulebound-offload --losses
+run grpo-qwen0.5b python3 bench/grpo_throughput.py --steps 4 --warmup 1
 echo "done after $(($(date +%s) - start)) s"
