@@ -215,6 +215,31 @@ def gguf_variants_of(run):
     return ["F16", *lora, *quant_names_of(exp)]
 
 
+def conformance_files(wildcards):
+    """Every exported GGUF of the experiment as the conformance check loads it: the file, the GGUF llama.cpp opens
+    (the base model's F16 GGUF under the LoRA GGUF), the LoRA, and the file's Modelfile."""
+    exp = wildcards.experiment
+    files = []
+    for r in TASK[exp].exported_runs(exp, config["experiments"][exp]):
+        for v in gguf_variants_of(r):
+            gguf, lora = paths.gguf_path(RUNS[r], v), None
+            if v == "lora-F16":
+                gguf, lora = paths.base_gguf(config["experiments"][exp]["model"]), gguf
+            files.append({"file": paths.gguf_path(RUNS[r], v), "gguf": gguf, "lora": lora,
+                          "modelfile": paths.modelfile_path(RUNS[r], v)})
+    return files
+
+
+def conformance_inputs(wildcards):
+    files = conformance_files(wildcards)
+    return {"ggufs": sorted({f[k] for f in files for k in ("gguf", "lora") if f[k]}),
+            "modelfiles": [f["modelfile"] for f in files], "tokenizer": base_model_dir(wildcards),
+            "eval_set": TASK[wildcards.experiment].eval_set(wildcards.experiment, exp_config(wildcards))}
+
+
+CONFORMANCE_EXPS = [exp for exp in EXPERIMENTS if TASK[exp].exported_runs(exp, config["experiments"][exp])]
+
+
 def report_entry(exp):
     """An experiment's part of the report mapping: its task and its files by role."""
     cfg = config["experiments"][exp]
@@ -226,6 +251,8 @@ def report_entry(exp):
         "figures": {name: paths.figure(exp, name) for name in ("training_curves", "eval")},
         **TASK[exp].report_files(exp, cfg),
     }
+    if exp in CONFORMANCE_EXPS:
+        entry["conformance"] = f"results/{exp}/eval/conformance.csv"
     if release_run(exp) and quant_names_of(exp):
         entry["figures"]["fidelity"] = paths.figure(exp, "fidelity")
     return entry

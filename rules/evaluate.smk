@@ -1,7 +1,7 @@
 # Held-out evaluation of every artifact, scored by the experiment's task. HF variants in batches (GPU where
 # there is one), GGUF variants on llama.cpp. Variant names: base, adapter, merged and a task's own
 # (lipogram: prompt, constrained, a method), and GGUF files: F16, a quant, lora-F16 (the LoRA GGUF over the
-# base GGUF), or <name>-<F16|quant>.
+# base GGUF), or <name>-<F16|quant>. check_conformance checks every exported GGUF as llama.cpp and Ollama run it.
 
 VARIANTS = sorted({v for cfg in config["experiments"].values() for v in cfg["evaluate"]["variants"]})
 GGUF_VARIANT = f"([a-z][a-z0-9_]*-)?({one_of(sorted(GGUF_VARIANTS))})"
@@ -49,6 +49,32 @@ rule evaluate_gguf:
         "../envs/export.yaml"
     script:
         "../scripts/evaluate_variant.py"
+
+
+rule check_conformance:
+    input:
+        unpack(conformance_inputs),
+    output:
+        csv=report(
+            "results/{experiment}/eval/conformance.csv",
+            category="{experiment}",
+            subcategory="Export",
+            labels={"table": "GGUF conformance"},
+        ),
+    params:
+        task=experiment_task,
+        settings=eval_settings,
+        files=conformance_files,
+    wildcard_constraints:
+        experiment=one_of(CONFORMANCE_EXPS),
+    log:
+        "logs/check_conformance/{experiment}.log",
+    benchmark:
+        "benchmarks/check_conformance/{experiment}.tsv"
+    conda:
+        "../envs/export.yaml"
+    script:
+        "../scripts/conformance.py"
 
 
 rule summarize_eval:

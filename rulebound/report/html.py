@@ -111,11 +111,32 @@ def generic_section(entry: dict) -> list[str]:
     return body + figures(entry)
 
 
+def conformance_section(path) -> list[str]:
+    """The GGUF conformance table (``results/<experiment>/eval/conformance.csv``): a mark per file and check,
+    then every row's detail."""
+    if not path or not Path(path).is_file():
+        return []
+    df = read_csv(path).fillna("")
+    checks = list(dict.fromkeys(df["check"]))
+    files = list(dict.fromkeys(df["file"]))
+    marks = {(r.file, r.check): mark(r.passed) for r in df.itertuples()}
+    passed = sum(is_true(v) for v in df["passed"])
+    rows = [[Path(f).name] + [marks.get((f, c), "\u2013") for c in checks] for f in files]
+    details = [[Path(r.file).name, r.check, mark(r.passed), r.detail] for r in df.itertuples()]
+    return [f"<h3>GGUF conformance</h3><p>{passed} of {len(df)} checks passed on {len(files)} exported files: "
+            "chat template against the HF tokenizer's, EOS and end-of-turn tokens, greedy replies that stop at "
+            "end of turn, and the Ollama Modelfile.</p>",
+            table(["file", *checks], rows, "conformance"),
+            "<details><summary>details</summary>" + table(["file", "check", "passed", "detail"], details,
+                                                           "examples") + "</details>"]
+
+
 def render_html(experiments: dict[str, dict], out_html: str | os.PathLike) -> None:
     """One self-contained page, one section per experiment (in the order given), laid out by its task.
 
     ``experiments`` maps a name to ``{"task", "summary", "metrics": {run: csv}, "evals": {variant: csv},
-    "figures": {name: png}, ...}`` plus the task's own roles (``Task.report_files``). Missing parts are left out.
+    "figures": {name: png}, "conformance": csv, ...}`` plus the task's own roles (``Task.report_files``). Missing
+    parts are left out.
     """
     from rulebound.tasks import registry
 
@@ -125,6 +146,7 @@ def render_html(experiments: dict[str, dict], out_html: str | os.PathLike) -> No
         heading = f"{name} ({task})" if task != name else name
         body.append(f'<section id="{html.escape(name)}"><h2>{html.escape(heading)}</h2>')
         body += registry.get(task).html_section(entry)
+        body += conformance_section(entry.get("conformance"))
         body.append("</section>")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>rulebound report</title>'
             f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
