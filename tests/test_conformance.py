@@ -1,0 +1,181 @@
+"""GGUF conformance: each check passes on a sound file and catches the fault it is for (broken template,
+wrong EOS, leaked template tokens, run-on, a stale Modelfile), and a failing table never lands at the
+declared output."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from rulebound.errors import RuleboundError
+from rulebound.export.conformance import (
+    CHECKS, EXTRA_CHATS, Generation, Target, check_conformance, compare_renderings, failed_path, greedy_reply,
+    judge_generations, loop_period, parse_go_template, parse_modelfile, render_like_llama_cpp, token_limit,
+    write_conformance,
+)
+from rulebound.export.gguf import read_metadata
+from rulebound.export.ollama import go_template, probe_chat_template, write_modelfile
+from rulebound.models import embedded_gguf_path
+
+CHATS = [[{"role": "user", "content": "Please say hi."}],
+         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Please name a colour."}],
+         [{"role": "user", "content": "Please count to two."}, {"role": "assistant", "content": "One, two."},
+          {"role": "user", "content": "Please say bye."}]]
+TEMPLATE_IDS = {"<|im_start|>": 1, "<|im_end|>": 2}
+
+
+# --------------------------------------------------------------------------- pure checks
+
+
+def test_token_limit_is_generous_beside_the_evaluation():
+    assert token_limit(None) == 256 and token_limit(16) == 256 and token_limit(100) == 400
+
+
+def test_loop_period_finds_a_repeating_tail_only():
+    assert loop_period([7, 8, 9] * 20) == 3
+    assert loop_period(list(range(100)) + [5, 6] * 30) == 2
+    assert loop_period(list(range(200))) is None
+    assert loop_period([1, 2] * 10) is None  # 20 tokens: under the span a loop must cover
+
+
+def test_judge_generations_passes_stops_and_loops():
+    replies = [Generation([10, 11], "Hi.", stop_token=2), Generation([5, 6] * 30, "la" * 60, None, loop_period=2)]
+    result = judge_generations("f.gguf", CHATS[:2], replies, limit=256, template_ids=TEMPLATE_IDS)
+    assert result["passed"] and result["check"] == "generation"
+    assert "1 of 2" in result["detail"] and "repetition loop" in result["detail"]
+
+
+@pytest.mark.parametrize("reply, needle", [
+    (Generation([10, 2, 1, 12], "Hi.<|im_end|><|im_start|>user", stop_token=2), "template tokens"),  # run-on by id
+    (Generation([10, 13], "Hi. <|im_start|>", stop_token=2), "template tokens"),  # spelt out as text
+    (Generation(list(range(256)), "rambling on", stop_token=None), "ran to the 256-token limit"),
+])
+def test_judge_generations_catches_leaks_and_run_on(reply, needle):
+    result = judge_generations("f.gguf", CHATS[:1], [reply], limit=256, template_ids=TEMPLATE_IDS)
+    assert not result["passed"] and needle in result["detail"] and "Please say hi." in result["detail"]
+
+
+def test_compare_renderings_names_the_first_chat_that_differs():
+    assert compare_renderings(CHATS, ["a", "b", "c"], ["a", "b", "c"])[0]
+    passed, detail = compare_renderings(CHATS, ["a", "bX", "c"], ["a", "b", "c"])
+    assert not passed and "1 of 3" in detail and "system/user" in detail and "Please name a colour." in detail
+
+
+def smollm_template() -> str:
+    return read_metadata(embedded_gguf_path("smollm2-135m-instruct"))["chat_template"]
+
+
+def test_go_template_reads_back_into_its_pieces():
+    pieces = probe_chat_template(smollm_template(), "<|im_end|>")
+    parsed = parse_go_template(go_template(pieces))
+    assert parsed is not None
+    assert {k: v for k, v in vars(parsed).items() if k != "default_system"} == \
+        {k: v for k, v in vars(pieces).items() if k != "default_system"}
+    assert parse_go_template("{{ .Prompt }}") is None  # a hand-written template: not ours to read
+
+
+def test_parse_modelfile():
+    text = ('FROM ./base.gguf\nADAPTER ./lora.gguf\nTEMPLATE """{{ if .System }}x\n{{ end }}"""\n'
+            'SYSTEM """Be kind."""\nPARAMETER stop "<|im_end|>"\nPARAMETER stop "<|endoftext|>"\n')
+    assert parse_modelfile(text) == {"from": "./base.gguf", "adapter": "./lora.gguf",
+                                     "template": "{{ if .System }}x\n{{ end }}", "system": "Be kind.",
+                                     "stops": ["<|im_end|>", "<|endoftext|>"]}
+
+
+def test_write_conformance_only_a_passing_table_lands_at_the_output(tmp_path):
+    out = tmp_path / "eval" / "conformance.csv"
+    good = pd.DataFrame([{"file": "a.gguf", "check": c, "passed": True, "detail": "ok"} for c in CHECKS])
+    bad = good.copy()
+    bad.loc[1, ["passed", "detail"]] = [False, "GGUF eos '<|endoftext|>' (id 0), HF eos '<|im_end|>' (id 2)"]
+    with pytest.raises(RuleboundError) as exc:
+        write_conformance(bad, out)
+    message = str(exc.value)
+    assert "a.gguf: eos_token failed" in message and "tokenizer_config.json" in message and "1 of 6" in message
+    assert not out.exists() and len(pd.read_csv(failed_path(out))) == len(CHECKS)
+    write_conformance(good, out)
+    assert out.is_file() and not failed_path(out).exists()  # a stale failed table goes with the fix
+    assert pd.read_csv(out)["passed"].all()
+
+
+# --------------------------------------------------------------------------- on a real GGUF
+
+
+@pytest.fixture(scope="module")
+def sound_gguf(tmp_path_factory):
+    """The embedded SmolLM2 GGUF and its Modelfile, side by side."""
+    folder = tmp_path_factory.mktemp("gguf")
+    gguf = folder / "smollm2-Q4_1.gguf"
+    shutil.copyfile(embedded_gguf_path("smollm2-135m-instruct"), gguf)
+    write_modelfile(gguf, folder / "smollm2-Q4_1.Modelfile")
+    return Target(file=str(gguf), gguf=str(gguf), modelfile=str(folder / "smollm2-Q4_1.Modelfile"))
+
+
+def altered_copy(target: Target, out, **metadata) -> Target:
+    """A copy of the GGUF with some metadata replaced (gguf-py), the original's Modelfile beside it."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    reader = gguf.GGUFReader(target.gguf)
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    writer = gguf.GGUFWriter(str(out), arch=arch, endianess=reader.endianess)
+    types = {int: gguf.GGUFValueType.UINT32, str: gguf.GGUFValueType.STRING}
+    new = {key: MetadataDetails(types[type(value)], value) for key, value in metadata.items()}
+    copy_with_new_metadata(reader, writer, new, [])
+    modelfile = out.with_suffix(".Modelfile")
+    modelfile.write_text(open(target.modelfile).read().replace(f"FROM ./{target.gguf.rsplit('/', 1)[-1]}",
+                                                               f"FROM ./{out.name}"))
+    return Target(file=str(out), gguf=str(out), modelfile=str(modelfile))
+
+
+def by_check(table: pd.DataFrame) -> dict:
+    return {r.check: (bool(r.passed), r.detail) for r in table.itertuples()}
+
+
+def test_sound_gguf_passes_every_check(sound_gguf, embedded_model_dir):
+    table = check_conformance([sound_gguf], embedded_model_dir, CHATS[:1], limit=256)
+    checks = by_check(table)
+    assert list(checks) == list(CHECKS)
+    assert all(passed for passed, _ in checks.values()), checks
+    assert f"{1 + len(EXTRA_CHATS)} chats" in checks["chat_template"][1]
+
+
+def test_greedy_reply_is_the_evaluations_reply(sound_gguf, embedded_model_dir):
+    """The check decodes exactly as the GGUF evaluation (llama-cpp-python's chat completion) does."""
+    from rulebound.generate import gguf_generate, open_gguf
+
+    meta = read_metadata(sound_gguf.gguf)
+    chats = CHATS[1:]
+    expected = gguf_generate(sound_gguf.gguf, chats, max_new_tokens=12, n_ctx=512, threads=1)
+    llm = open_gguf(sound_gguf.gguf, n_ctx=512, n_threads=1, n_threads_batch=1)
+    prompts = render_like_llama_cpp(meta["chat_template"], chats, bos=meta["bos_token"], eos=meta["eos_token"])
+    got = [greedy_reply(llm, p, limit=12).text.strip() for p in prompts]
+    assert got == expected
+
+
+def test_broken_template_is_caught(sound_gguf, embedded_model_dir, tmp_path):
+    broken = smollm_template().replace("'<|im_start|>' + message['role'] + '\\n'", "'<|im_start|>' + message['role'] + ': '")
+    assert broken != smollm_template()
+    target = altered_copy(sound_gguf, tmp_path / "broken.gguf", **{"tokenizer.chat_template": broken})
+    checks = by_check(check_conformance([target], embedded_model_dir, CHATS[:1], limit=256))
+    assert not checks["chat_template"][0] and "render differently from the HF template" in checks["chat_template"][1]
+    assert not checks["modelfile_template"][0]  # the Modelfile no longer formats chats like the file
+    assert checks["eos_token"][0]
+
+
+def test_wrong_eos_is_caught(sound_gguf, embedded_model_dir, tmp_path):
+    target = altered_copy(sound_gguf, tmp_path / "wrong-eos.gguf", **{"tokenizer.ggml.eos_token_id": 0})
+    checks = by_check(check_conformance([target], embedded_model_dir, CHATS[:1], limit=256))
+    assert not checks["eos_token"][0] and "'<|endoftext|>' (id 0)" in checks["eos_token"][1]
+    assert not checks["end_of_turn_token"][0] and "neither the GGUF's eos" in checks["end_of_turn_token"][1]
+    assert not checks["modelfile_stop"][0] and "<|endoftext|>" in checks["modelfile_stop"][1]
+    assert checks["chat_template"][0]
+
+
+def test_missing_modelfile_and_wrong_from_are_caught(sound_gguf, embedded_model_dir, tmp_path):
+    elsewhere = tmp_path / "other.Modelfile"
+    elsewhere.write_text(open(sound_gguf.modelfile).read())  # FROM ./smollm2-Q4_1.gguf: not next to it
+    target = Target(file=sound_gguf.file, gguf=sound_gguf.gguf, modelfile=str(elsewhere))
+    checks = by_check(check_conformance([target], embedded_model_dir, CHATS[:1], limit=256))
+    assert not checks["modelfile_template"][0] and "FROM" in checks["modelfile_template"][1]
