@@ -155,7 +155,7 @@ def test_greedy_reply_is_the_evaluations_reply(sound_gguf, embedded_model_dir):
 
 
 def test_broken_template_is_caught(sound_gguf, embedded_model_dir, tmp_path):
-    broken = smollm_template().replace("'<|im_start|>' + message['role'] + '\\n'", "'<|im_start|>' + message['role'] + ': '")
+    broken = smollm_template().replace("'<|im_start|>' + message['role'] + '\n'", "'<|im_start|>' + message['role'] + ': '")
     assert broken != smollm_template()
     target = altered_copy(sound_gguf, tmp_path / "broken.gguf", **{"tokenizer.chat_template": broken})
     checks = by_check(check_conformance([target], embedded_model_dir, CHATS[:1], limit=256))
@@ -179,3 +179,22 @@ def test_missing_modelfile_and_wrong_from_are_caught(sound_gguf, embedded_model_
     target = Target(file=sound_gguf.file, gguf=sound_gguf.gguf, modelfile=str(elsewhere))
     checks = by_check(check_conformance([target], embedded_model_dir, CHATS[:1], limit=256))
     assert not checks["modelfile_template"][0] and "FROM" in checks["modelfile_template"][1]
+
+
+# --------------------------------------------------------------------------- in the pipeline
+
+
+def test_pipeline_checks_every_exported_gguf_and_reports_it(smoke_run):
+    """The smoke run: a conformance table per exporting experiment, one row per exported file and check, all
+    passed, and the report shows it."""
+    exported = {"politeness": {"politeness-F16.gguf", "politeness-Q8_0.gguf", "politeness-Q4_K_M.gguf"},
+                "truthy": {"truthy-F16.gguf", "truthy-Q4_K_M.gguf"}}
+    for exp, files in exported.items():
+        table = pd.read_csv(smoke_run / "results" / exp / "eval" / "conformance.csv")
+        names = {f.rsplit("/", 1)[-1] for f in table["file"]}
+        assert files <= names, (exp, names)
+        assert table.groupby("file")["check"].apply(list).map(sorted).map(tuple).nunique() == 1
+        assert set(table["check"]) == set(CHECKS)
+        assert table["passed"].all(), table[~table["passed"]].to_dict("records")
+    html = (smoke_run / "results" / "report.html").read_text()
+    assert "GGUF conformance" in html
