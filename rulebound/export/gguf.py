@@ -71,7 +71,20 @@ def fetch_llama_cpp(version: str, sha256: str, dest_dir, cache_dir=None) -> Path
     index, proxy and mirror settings), else from pip's own cache on an offline machine. Whatever the
     source, its sha256 must be the pinned one; a mismatching file is never used.
     """
-    sha256 = sha256.lower().removeprefix("sha256:").strip()
+    sha256 = normalize_sha256(sha256)
+    tarball = sdist_tarball(version, sha256, cache_dir)
+    version = _extract_converters(tarball, Path(dest_dir), version=version, sha256=sha256)
+    _warn_on_version_skew(version)
+    return Path(dest_dir)
+
+
+def normalize_sha256(sha256: str) -> str:
+    return sha256.lower().removeprefix("sha256:").strip()
+
+
+def sdist_tarball(version: str, sha256: str, cache_dir=None) -> Path:
+    """The pinned sdist in the cache, fetched first if it is missing or does not match ``sha256``."""
+    sha256 = normalize_sha256(sha256)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     tarball = cache_dir / sdist_name(version)
     if tarball.is_file():
@@ -82,9 +95,7 @@ def fetch_llama_cpp(version: str, sha256: str, dest_dir, cache_dir=None) -> Path
             tarball.unlink()
     if not tarball.is_file():
         _fetch_sdist(version, sha256, tarball)
-    version = _extract_converters(tarball, Path(dest_dir), version=version, sha256=sha256)
-    _warn_on_version_skew(version)
-    return Path(dest_dir)
+    return tarball
 
 
 def _fetch_sdist(version: str, sha256: str, tarball: Path) -> None:
