@@ -98,7 +98,8 @@ def test_batch_must_split_over_the_processes():
 
 def test_launch_command_picks_cpu_gpu_and_fsdp():
     cpu = launch_command("s.json", 2, cpu=True, port=1234)
-    assert "--cpu" in cpu and "--multi_gpu" not in cpu and cpu[-3:] == ["-m", "rulebound.train.distributed", "s.json"]
+    assert "torch.distributed.run" in cpu and cpu[-3:] == ["-m", "rulebound.train.distributed", "s.json"]
+    assert "--cpu" in launch_command("s.json", 1, cpu=True, port=1234)
     assert "--multi_gpu" in launch_command("s.json", 4, cpu=False, port=1234)
     fsdp = launch_command("s.json", 4, cpu=False, parallel="fsdp", port=1234)
     assert "--use_fsdp" in fsdp and "FULL_STATE_DICT" in fsdp

@@ -115,9 +115,14 @@ def free_port() -> int:
 def launch_command(spec_path: str, processes: int, *, cpu: bool, parallel: str = "ddp",
                    port: int | None = None) -> list[str]:
     """The ``accelerate launch`` command line that runs ``spec_path``'s trainer on ``processes`` processes."""
+    port = str(port or free_port())
+    if cpu and processes > 1:
+        # accelerate's multi-CPU launch needs MPI; torch's elastic launcher starts the same processes, and the
+        # Trainer (use_cpu) then sets up gloo from the environment it leaves.
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
+                "--master_addr", "127.0.0.1", "--master_port", port, "-m", "rulebound.train.distributed", spec_path]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(port or free_port())]
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port]
     if cpu:
         cmd.append("--cpu")
     elif processes > 1 and parallel == "ddp":
