@@ -1,10 +1,13 @@
 """GRPO LoRA training with the configured rewards, from the base model or another method's adapter (rule train_grpo)."""
 
 from rulebound.io import setup_logging
-from rulebound.train.grpo import train_grpo
+from rulebound.train.distributed import train
 
 setup_logging(snakemake.log[0])
-train_grpo(
+train(
+    "grpo",
+    processes=snakemake.resources.get("gpu", 1),  # the profile's GPUs for this rule: that many processes
+    parallel=snakemake.resources.get("parallel", "ddp"),
     model_dir=snakemake.input.model,
     base_model=snakemake.params.base,
     prompts_parquet=snakemake.input.prompts,

@@ -1,10 +1,13 @@
-"""ORPO LoRA training (rule train_orpo)."""
+"""ORPO LoRA training (rule train_orpo), on as many processes as the rule has GPUs (rulebound.train.distributed)."""
 
 from rulebound.io import setup_logging
-from rulebound.train.orpo import train_orpo
+from rulebound.train.distributed import train
 
 setup_logging(snakemake.log[0])
-train_orpo(
+train(
+    "orpo",
+    processes=snakemake.resources.get("gpu", 1),  # the profile's GPUs for this rule: that many processes
+    parallel=snakemake.resources.get("parallel", "ddp"),
     model_dir=snakemake.input.model,
     base_model=snakemake.params.base,
     train_parquet=snakemake.input.train,

@@ -1,10 +1,13 @@
 """SFT LoRA training on the lipogram answers (rule train_sft)."""
 
 from rulebound.io import setup_logging
-from rulebound.train.sft import train_sft
+from rulebound.train.distributed import train
 
 setup_logging(snakemake.log[0])
-train_sft(
+train(
+    "sft",
+    processes=snakemake.resources.get("gpu", 1),  # the profile's GPUs for this rule: that many processes
+    parallel=snakemake.resources.get("parallel", "ddp"),
     model_dir=snakemake.input.model,
     base_model=snakemake.params.base,
     train_parquet=snakemake.input.train,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rulebound.errors import ConfigError
+from rulebound.train.distributed import fsdp_enabled, local_rank, world_size
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,14 @@ def resolve_backend(requested: str) -> str:
     """Turn ``auto`` into a concrete backend; refuse ``unsloth`` where it cannot run."""
     if requested not in BACKENDS:
         raise ConfigError(f"train.backend must be one of {', '.join(BACKENDS)}; got {requested!r}.")
+    several = world_size() > 1
     if requested == "auto":
-        return "unsloth" if cuda_available() and unsloth_importable() else "transformers"
+        return "unsloth" if cuda_available() and unsloth_importable() and not several else "transformers"
     if requested == "unsloth":
+        if several:
+            raise ConfigError("train.backend is 'unsloth', which trains on one GPU, but this rule runs on "
+                              f"{world_size()} processes: use backend: auto (transformers + PEFT under DDP/FSDP) "
+                              "or set the rule's gpu resource to 1.")
         if not cuda_available():
             raise ConfigError(
                 "train.backend is 'unsloth' but no CUDA GPU is visible here. Use backend: auto "
@@ -191,9 +197,9 @@ def _load_transformers(model_dir, lora, dtype, load_in_4bit, gradient_checkpoint
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
         )
-        kwargs["device_map"] = {"": 0}
-    elif torch.cuda.is_available():
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": local_rank()}
+    elif torch.cuda.is_available() and not fsdp_enabled():  # FSDP loads on the CPU and moves its shards
+        kwargs["device_map"] = {"": local_rank()}  # each data-parallel process its own GPU
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if liger_kernels:
         try:

@@ -24,6 +24,11 @@ or varlen flash attention where installed). The ``logits/*`` metrics then averag
 only; TRL's average includes padded positions. ``prefix_sharing=True`` packs the same way and also runs
 each pair's shared prompt once (``rulebound.train.prefix_pack``); with ``attn_implementation="flex_attention"``
 the pair mask is block-sparse.
+
+On N processes (``rulebound.train.distributed``) the decoder runs inside DDP's forward, so gradients are
+averaged over the ranks as TRL's path would have them, and the NLL term is normalised by the token count of
+all ranks' rows: the one-process loss over the global batch. Under FSDP (the head's weight sharded outside
+the forward) the trainer takes TRL's path.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import torch
 from torch import nn
 from trl.experimental.orpo import ORPOTrainer
 
+from rulebound.train.distributed import call_through, global_count, is_ddp
 from rulebound.train.prefix_pack import attention_mask as prefix_attention_mask
 from rulebound.train.prefix_pack import pack_pairs, right_padded
 
@@ -118,7 +124,7 @@ class FusedORPOTrainer(ORPOTrainer):
         if self.is_encoder_decoder or self.aux_loss_enabled:
             return None
         if self.accelerator.unwrap_model(model) is not model:
-            return None  # DDP/FSDP wrappers must see the forward call: use TRL's path
+            return None  # FSDP/DeepSpeed must see the forward call and hold the head's weight: use TRL's path
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
         head = base.get_output_embeddings()
@@ -152,7 +158,9 @@ class FusedORPOTrainer(ORPOTrainer):
         return hidden
 
     def concatenated_forward(self, model, batch):
-        parts = self._decoder_and_head(model)
+        # Under DDP the decoder runs inside DDP's forward (call_through), so the ranks' gradients are averaged.
+        wrapper = model if is_ddp(model) else None
+        parts = self._decoder_and_head(wrapper.module if wrapper is not None else model)
         if parts is None:
             return super().concatenated_forward(model, batch)
         decoder, head = parts
@@ -164,7 +172,10 @@ class FusedORPOTrainer(ORPOTrainer):
         # The autocast that accelerate wraps around model.forward (bf16/fp16 mixed precision) is not
         # entered when the decoder is called directly: enter it here, so LoRA matmuls run as they would.
         with self.accelerator.autocast():
-            hidden = self._final_hidden(decoder, input_ids, attention_mask, n_chosen)
+            if wrapper is not None:
+                hidden = call_through(wrapper, self._final_hidden, decoder, input_ids, attention_mask, n_chosen)
+            else:
+                hidden = self._final_hidden(decoder, input_ids, attention_mask, n_chosen)
         weight = head.weight
         hidden = hidden[:, :-1].to(weight.dtype)  # position t predicts token t+1
 
@@ -179,7 +190,8 @@ class FusedORPOTrainer(ORPOTrainer):
 
         chunk = max(1, self.chunk_elements // weight.shape[0])
         logps = ChunkedTokenLogprobs.apply(hidden[needed], weight, targets, chunk)
-        nll_loss = -(logps[:, 0] * nll_mask[needed]).sum() / nll_mask.sum()
+        # Over the tokens of all ranks' rows: on N processes the same mean as one process over the global batch.
+        nll_loss = -(logps[:, 0] * nll_mask[needed]).sum() / global_count(nll_mask.sum(), self.accelerator)
         completion_sum = torch.zeros(input_ids.shape[0], device=logps.device, dtype=logps.dtype)
         completion_sum = completion_sum.index_add(0, rows, logps[:, 1] * label_mask[needed])
         all_logps = completion_sum / label_mask.sum(-1)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from rulebound.errors import ConfigError
 from rulebound.io import read_table
+from rulebound.train.distributed import per_device_batch
 from rulebound.train.metrics import MetricsRecorder
 from rulebound.train.sft import as_messages, common_args, load_model, model_dtype, scratch_dir, train_and_save
 
@@ -37,9 +38,10 @@ def batch_shape(cfg: dict, n_prompts: int | None = None) -> tuple[int, int]:
     """(completions per device step, generations per prompt) from ``batch_size`` prompts per step.
 
     TRL counts completions in ``per_device_train_batch_size`` and needs whole prompt groups in every
-    generation batch; ``batch_size`` x ``num_generations`` is such a batch by construction.
+    generation batch; ``batch_size`` x ``num_generations`` is such a batch by construction. On N processes each
+    takes ``batch_size / N`` prompts' completions (the global batch stays the config's).
     """
-    prompts, generations = int(cfg["batch_size"]), int(cfg.get("num_generations", 4))
+    prompts, generations = int(cfg["batch_size"]), int(cfg.get("num_generations", 4))  # prompts per global step
     accumulation = int(cfg.get("gradient_accumulation_steps", 1))
     if generations < 2:
         raise ConfigError(f"num_generations is {generations}, but GRPO compares answers within a prompt's group: "
@@ -51,7 +53,7 @@ def batch_shape(cfg: dict, n_prompts: int | None = None) -> tuple[int, int]:
         raise ConfigError(f"One GRPO step takes batch_size x gradient_accumulation_steps = {prompts * accumulation} "
                           f"prompts, but the prompts file has only {n_prompts}: lower batch_size (it counts "
                           "prompts; each gets num_generations answers) or add prompts (data.train_prompts).")
-    return prompts * generations, generations
+    return per_device_batch(cfg) * generations, generations  # the step's prompts split over the processes
 
 
 def kl_beta(cfg: dict) -> float:
@@ -190,7 +192,7 @@ def train_grpo(
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
                               processing_class=tokenizer, callbacks=[recorder])
         log.info("GRPO: %d prompts; per step %d prompts x %d generations; %d planned steps; rewards=%s; init=%s; "
-                 "backend=%s", len(dataset), args.per_device_train_batch_size // args.num_generations,
+                 "backend=%s", len(dataset), args.per_device_train_batch_size * args.world_size // args.num_generations,
                  args.num_generations, planned_grpo_steps(len(dataset), args),
                  [f.__name__ for f in rewards], init_adapter or "fresh LoRA", backend)
         card = dict(base_model=base_model, experiment=experiment, cfg=cfg, backend=backend, method="grpo")

@@ -15,6 +15,7 @@ from rulebound.errors import ConfigError
 from rulebound.io import atomic_path, read_table, write_csv
 from rulebound.train.backend import LoraSettings, cuda_available, load_for_training, uses_fast_path
 from rulebound.train.card import write_model_card
+from rulebound.train.distributed import per_device_batch, save_on_main, unwrapped
 from rulebound.train.metrics import MetricsRecorder
 from rulebound.train.sampling import with_grouped_batches
 
@@ -47,7 +48,7 @@ def orpo_args(cfg: dict, output_dir: str, dtype, threads: int):
         max_steps=int(cfg.get("max_steps", -1)),
         num_train_epochs=float(cfg.get("epochs", 1)),
         learning_rate=float(cfg["learning_rate"]),
-        per_device_train_batch_size=int(cfg["batch_size"]),
+        per_device_train_batch_size=per_device_batch(cfg),  # the config's batch over the processes
         gradient_accumulation_steps=int(cfg.get("gradient_accumulation_steps", 1)),
         lr_scheduler_type=cfg.get("lr_scheduler_type", "linear"),
         warmup_steps=float(cfg.get("warmup_ratio", 0.0)),  # transformers 5: a float < 1 is a ratio
@@ -74,8 +75,9 @@ def planned_steps(rows: int, args) -> int:
     """Optimizer steps the run will take: max_steps, or epochs over the batches (the seeds report this)."""
     if args.max_steps > 0:
         return int(args.max_steps)
-    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    return int(math.ceil(math.ceil(rows / args.per_device_train_batch_size) / args.gradient_accumulation_steps
+    batch = args.per_device_train_batch_size * max(1, args.world_size)
+    per_step = batch * args.gradient_accumulation_steps
+    return int(math.ceil(math.ceil(rows / batch) / args.gradient_accumulation_steps
                          * args.num_train_epochs)) if per_step else 0
 
 
@@ -151,14 +153,16 @@ def train_orpo(
         result = trainer.train()
         log.info("train summary: %s", result.metrics)
         metrics = recorder.frame()
-        with atomic_path(adapter_dir, is_dir=True) as tmp:
-            trainer.model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            write_model_card(
-                Path(tmp), base_model=base_model, experiment=experiment, cfg=cfg, backend=backend,
-                trainer=cls.__name__, metrics=metrics, summary=result.metrics,
-            )
-        write_csv(metrics, metrics_csv)
+        with save_on_main(trainer) as (main, state):  # rank 0 writes; one process: always
+            if main:
+                with atomic_path(adapter_dir, is_dir=True) as tmp:
+                    unwrapped(trainer).save_pretrained(tmp, safe_serialization=True, state_dict=state)
+                    tokenizer.save_pretrained(tmp)
+                    write_model_card(
+                        Path(tmp), base_model=base_model, experiment=experiment, cfg=cfg, backend=backend,
+                        trainer=cls.__name__, metrics=metrics, summary=result.metrics,
+                    )
+                write_csv(metrics, metrics_csv)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return metrics

@@ -19,6 +19,7 @@ from rulebound.errors import DataError
 from rulebound.io import atomic_path, read_table, write_csv
 from rulebound.train.backend import LoraSettings, cuda_available, load_for_training
 from rulebound.train.card import write_model_card
+from rulebound.train.distributed import per_device_batch, save_on_main, unwrapped
 from rulebound.train.metrics import MetricsRecorder
 from rulebound.train.orpo import planned_steps
 
@@ -106,7 +107,7 @@ def sft_args(cfg: dict, output_dir: str, dtype):
 
     return SFTConfig(
         **common_args(cfg, output_dir, dtype),
-        per_device_train_batch_size=int(cfg["batch_size"]),
+        per_device_train_batch_size=per_device_batch(cfg),  # the config's batch over the processes
         max_length=int(cfg.get("max_length", 256)),
         completion_only_loss=True,
         assistant_only_loss=False,  # the completion is the assistant's turn; no {% generation %} template needed
@@ -159,13 +160,17 @@ def train_and_save(trainer, recorder: MetricsRecorder, tokenizer, *, adapter_dir
     result = trainer.train()
     log.info("%s summary: %s", type(trainer).__name__, result.metrics)
     metrics = recorder.frame()
-    card = {**card, "cfg": {**card["cfg"], "lora": lora_shape(trainer.model)}}  # an init adapter's, where one was
-    with atomic_path(adapter_dir, is_dir=True) as tmp:
-        # only the trained adapter: GRPO with a KL term adds a frozen "ref" copy next to it
-        trainer.model.save_pretrained(tmp, safe_serialization=True, selected_adapters=["default"])
-        tokenizer.save_pretrained(tmp)
-        write_model_card(Path(tmp), trainer=type(trainer).__name__, metrics=metrics, summary=result.metrics, **card)
-    write_csv(metrics, metrics_csv)
+    model = unwrapped(trainer)
+    card = {**card, "cfg": {**card["cfg"], "lora": lora_shape(model)}}  # an init adapter's, where one was
+    with save_on_main(trainer) as (main, state):  # rank 0 writes; one process: always
+        if main:
+            with atomic_path(adapter_dir, is_dir=True) as tmp:
+                # only the trained adapter: GRPO with a KL term adds a frozen "ref" copy next to it
+                model.save_pretrained(tmp, safe_serialization=True, selected_adapters=["default"], state_dict=state)
+                tokenizer.save_pretrained(tmp)
+                write_model_card(Path(tmp), trainer=type(trainer).__name__, metrics=metrics, summary=result.metrics,
+                                 **card)
+            write_csv(metrics, metrics_csv)
     return metrics
 
 
