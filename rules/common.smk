@@ -28,6 +28,33 @@ config.update(_canonical)
 os.environ[registry.PLUGINS_ENV] = os.pathsep.join(config["task_plugins"])
 
 
+def unset_profile_variables():
+    """Resource values that still hold `$VAR` after Snakemake's expansion: their variable is not set.
+    profiles/slurm-a100 takes account and partitions from the environment; left unset, Slurm would get the
+    literal text `$RULEBOUND_SLURM_ACCOUNT`. Returns {variable: [resource names]}."""
+    settings = workflow.resource_settings
+    raws = [tuple(arg.split("=", 1)) for arg in getattr(settings.default_resources, "args", None) or []]
+    raws += [(name, res.raw) for rule_res in settings.overwrite_resources.values() for name, res in rule_res.items()]
+    unset = {}
+    for name, raw in raws:
+        for var in re.findall(r"\$\{?([A-Za-z_]\w*)\}?", str(raw)):
+            if var not in os.environ:
+                unset.setdefault(var, set()).add(name)
+    return unset
+
+
+_unset = unset_profile_variables()
+if _unset:
+    raise WorkflowError(
+        "The profile takes these resources from environment variables that are not set: "
+        + "; ".join(f"{var} ({', '.join(sorted(names))})" for var, names in sorted(_unset.items()))
+        + ". Export them before running Snakemake, e.g. `export RULEBOUND_SLURM_ACCOUNT=<your account> "
+        "RULEBOUND_GPU_PARTITION=<GPU partition> RULEBOUND_CPU_PARTITION=<CPU partition>` (`sacctmgr show assoc "
+        "user=$USER` lists your accounts, `sinfo -s` the partitions). On a cluster without accounts, set "
+        "RULEBOUND_SLURM_ACCOUNT to an empty value: jobs are then submitted without -A."
+    )
+
+
 onstart:
     # GPU-only settings fail before the first job when jobs run on this very machine. onstart runs once
     # the executor is known (at parse time workflow.dryrun/local_exec are not set yet) and never in dry

@@ -188,6 +188,7 @@ AccountingStoragePort={self.ports['slurmdbd']}
 AccountingStoragePass={munge_socket}
 AccountingStorageEnforce=associations
 AccountingStorageTRES=gres/gpu,gres/gpu:{GPU_TYPE}
+AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 InactiveLimit=0
