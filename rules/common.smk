@@ -14,6 +14,7 @@ os.environ.update(
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rulebound.config import GGUF_VARIANTS, canonical, check_devices, validate_config
+from rulebound import slurm as slurm_checks
 from rulebound.errors import RuleboundError
 from rulebound.tasks import paths, registry
 
@@ -28,31 +29,18 @@ config.update(_canonical)
 os.environ[registry.PLUGINS_ENV] = os.pathsep.join(config["task_plugins"])
 
 
-def unset_profile_variables():
-    """Resource values that still hold `$VAR` after Snakemake's expansion: their variable is not set.
-    profiles/slurm-a100 takes account and partitions from the environment; left unset, Slurm would get the
-    literal text `$RULEBOUND_SLURM_ACCOUNT`. Returns {variable: [resource names]}."""
+def profile_resources():
+    """(name, raw value) of every resource the command line and profiles set: default-resources, set-resources."""
     settings = workflow.resource_settings
     raws = [tuple(arg.split("=", 1)) for arg in getattr(settings.default_resources, "args", None) or []]
-    raws += [(name, res.raw) for rule_res in settings.overwrite_resources.values() for name, res in rule_res.items()]
-    unset = {}
-    for name, raw in raws:
-        for var in re.findall(r"\$\{?([A-Za-z_]\w*)\}?", str(raw)):
-            if var not in os.environ:
-                unset.setdefault(var, set()).add(name)
-    return unset
+    return raws + [(name, res.raw) for per_rule in settings.overwrite_resources.values() for name, res in per_rule.items()]
 
 
-_unset = unset_profile_variables()
-if _unset:
-    raise WorkflowError(
-        "The profile takes these resources from environment variables that are not set: "
-        + "; ".join(f"{var} ({', '.join(sorted(names))})" for var, names in sorted(_unset.items()))
-        + ". Export them before running Snakemake, e.g. `export RULEBOUND_SLURM_ACCOUNT=<your account> "
-        "RULEBOUND_GPU_PARTITION=<GPU partition> RULEBOUND_CPU_PARTITION=<CPU partition>` (`sacctmgr show assoc "
-        "user=$USER` lists your accounts, `sinfo -s` the partitions). On a cluster without accounts, set "
-        "RULEBOUND_SLURM_ACCOUNT to an empty value: jobs are then submitted without -A."
-    )
+# profiles/slurm-a100 reads account and partitions from the environment: unset, Slurm would get `$VAR` itself.
+try:
+    slurm_checks.check_variables(profile_resources())
+except RuleboundError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 onstart:
@@ -62,6 +50,12 @@ onstart:
     if workflow.local_exec and not workflow.remote_exec:
         try:
             check_devices(config)
+        except RuleboundError as exc:
+            raise WorkflowError(str(exc)) from None
+    # A partition or account Slurm refuses: one clear error before the first submission, not one per job.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        try:
+            slurm_checks.check_cluster(profile_resources())
         except RuleboundError as exc:
             raise WorkflowError(str(exc)) from None
 

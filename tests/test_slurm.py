@@ -119,3 +119,67 @@ def test_every_job_completed_on_its_partition(cluster, slurm_build):
         else:
             assert job["Partition"] == "cpu", job
             assert "gres/gpu" not in job["AllocTRES"], job
+
+
+# Columns that measure the run rather than its result: wall-clock time differs between any two runs.
+TIMING_COLUMNS = re.compile(r"(^|_)(time|runtime|seconds|elapsed|per_second)($|_)", re.I)
+
+
+def csv_outputs(workdir: Path) -> list[Path]:
+    return sorted(p.relative_to(workdir) for p in (workdir / "results").rglob("*.csv"))
+
+
+def test_outputs_equal_a_local_run(smoke_run, slurm_build):
+    """Every CSV the pipeline writes (evaluations, summaries, fidelity, training metrics) equals the local
+    smoke run's: same config, same seeds, same threads per job (Slurm jobs run the same rule code)."""
+    local = csv_outputs(smoke_run)
+    assert local and local == csv_outputs(slurm_build)
+    assert any(p.name == "summary.csv" for p in local) and any(p.parts[-2] == "eval" for p in local)
+    for rel in local:
+        ours, theirs = pd.read_csv(slurm_build / rel), pd.read_csv(smoke_run / rel)
+        timing = [c for c in ours.columns if TIMING_COLUMNS.search(c)]
+        assert list(ours.columns) == list(theirs.columns), rel
+        pd.testing.assert_frame_equal(ours.drop(columns=timing), theirs.drop(columns=timing), check_exact=False,
+                                      rtol=1e-5, atol=1e-7, obj=str(rel))
+
+
+# --- bad input: caught before the first submission ----------------------------------------------------
+
+
+def assert_refused_before_any_job(cluster, proc, *needles: str, jobs_before: int) -> None:
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-3000:]
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in:\n{text[-3000:]}"
+    assert "Submitted batch job" not in text and "has been submitted with SLURM jobid" not in text
+    assert len(sacct_jobs(cluster)) == jobs_before, "a job reached Slurm"
+
+
+def test_unset_account_is_an_error_naming_the_variable(cluster, tmp_path):
+    before = len(sacct_jobs(cluster))
+    proc = run_profile(tmp_path, slurm_env(cluster), unset=("RULEBOUND_SLURM_ACCOUNT",), check=False)
+    assert_refused_before_any_job(cluster, proc, "RULEBOUND_SLURM_ACCOUNT (resource slurm_account)",
+                                  "export RULEBOUND_SLURM_ACCOUNT=<your account>", jobs_before=before)
+    assert "not set: RULEBOUND_SLURM_ACCOUNT (resource slurm_account). Export" in proc.stderr  # only what is unset
+
+
+def test_empty_account_plans_without_one(cluster, tmp_path):
+    """A cluster without accounts: RULEBOUND_SLURM_ACCOUNT= (empty) submits without -A."""
+    proc = run_profile(tmp_path, slurm_env(cluster, RULEBOUND_SLURM_ACCOUNT=""), "-n")
+    assert re.search(r"slurm_account=(,|$)", proc.stdout, re.M), proc.stdout[-2000:]
+
+
+def test_refused_account_is_one_clear_error(cluster, tmp_path):
+    before = len(sacct_jobs(cluster))
+    proc = run_profile(tmp_path, slurm_env(cluster, RULEBOUND_SLURM_ACCOUNT="no-such-account"), check=False)
+    assert_refused_before_any_job(
+        cluster, proc, "Slurm refuses account 'no-such-account': user root may submit only with root, rulebound",
+        "Set RULEBOUND_SLURM_ACCOUNT to one of them", jobs_before=before)
+
+
+def test_refused_partition_is_one_clear_error(cluster, tmp_path):
+    before = len(sacct_jobs(cluster))
+    proc = run_profile(tmp_path, slurm_env(cluster, RULEBOUND_GPU_PARTITION="a100q"), check=False)
+    assert_refused_before_any_job(
+        cluster, proc, "Slurm has no partition 'a100q'; this cluster's partitions are cpu, gpu",
+        "Set RULEBOUND_GPU_PARTITION to one of them", jobs_before=before)

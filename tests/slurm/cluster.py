@@ -38,6 +38,9 @@ NODE_CPUS = 8
 NODE_MEMORY_MB = 200_000
 GPU_TYPE = "a100"
 DB_PASSWORD = "rulebound-test"
+# The executor's job step drops SLURM_CONF before it calls srun inside the job, so srun looks where Slurm
+# looks by default. While the cluster runs, this path links to its config; stop() removes the link.
+SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 
 
 class ClusterError(RuntimeError):
@@ -85,9 +88,12 @@ class SlurmCluster:
 
     # --- public -----------------------------------------------------------------------------------------
 
-    def env(self) -> dict[str, str]:
+    def _conf(self) -> Path:
         assert self.root is not None, "cluster not started"
-        return {"SLURM_CONF": str(self.root / "etc" / "slurm.conf")}
+        return self.root / "etc" / "slurm.conf"
+
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self._conf())}
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **self.env()))
@@ -102,6 +108,7 @@ class SlurmCluster:
         self.root = Path(tempfile.mkdtemp(prefix="rulebound-slurm-"))
         try:
             self._write_configs()
+            self._link_system_conf()
             self._start_munge()
             self._start_mariadb()
             self._start("slurmdbd", ["slurmdbd", "-D"], ready=self._dbd_ready, timeout=60)
@@ -134,6 +141,8 @@ class SlurmCluster:
                     proc.kill()
                     proc.wait()
         self._kill_stray_stepds()
+        if self.root is not None and SYSTEM_CONF.is_symlink() and Path(os.readlink(SYSTEM_CONF)) == self._conf():
+            SYSTEM_CONF.unlink()
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
@@ -191,6 +200,7 @@ AccountingStorageTRES=gres/gpu,gres/gpu:{GPU_TYPE}
 AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=5
 InactiveLimit=0
 KillWait=5
 MinJobAge=600
@@ -219,6 +229,13 @@ StoragePass={DB_PASSWORD}
 StorageLoc=slurm_acct_db
 """)
         dbd.chmod(0o600)  # slurmdbd refuses a config that others can read
+
+    def _link_system_conf(self) -> None:
+        if SYSTEM_CONF.exists() or SYSTEM_CONF.is_symlink():
+            raise ClusterError(f"{SYSTEM_CONF} exists: this machine has a Slurm configuration of its own, which the "
+                               "test cluster will not replace (run the test on a machine without one, e.g. CI's)")
+        SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
+        SYSTEM_CONF.symlink_to(self._conf())
 
     # --- daemons ---------------------------------------------------------------------------------------
 
