@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rulebound.errors import ConfigError
+from rulebound.slurm import check_variables, unset_variables
 from slurm.cluster import ACCOUNT, ClusterError, SlurmCluster
 from smoke.pipeline import REPO, planned_rules, snakemake
 
@@ -64,13 +66,14 @@ def slurm_env(cluster: SlurmCluster, **overrides: str | None) -> dict[str, str]:
 
 
 def run_profile(workdir: Path, env: dict[str, str], *args: str, unset: tuple[str, ...] = (), check: bool = True):
-    """snakemake --profile profiles/slurm-a100 with exactly `env` for the profile's variables."""
+    """snakemake --workflow-profile profiles/slurm-a100 with exactly `env` for the profile's variables.
+    --workflow-profile as docs/cluster.md says: with --profile, Snakemake loads profiles/default on top of it."""
     (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
     saved = {var: os.environ.pop(var) for var in PROFILE_VARS if var in os.environ}
     try:
         for var in unset:
             env.pop(var, None)
-        return snakemake(workdir, "--profile", str(PROFILE), *FAST, *args, env=env, check=check)
+        return snakemake(workdir, "--workflow-profile", str(PROFILE), *FAST, *args, env=env, check=check)
     finally:
         os.environ.update(saved)
 
@@ -141,6 +144,16 @@ def test_outputs_equal_a_local_run(smoke_run, slurm_build):
         assert list(ours.columns) == list(theirs.columns), rel
         pd.testing.assert_frame_equal(ours.drop(columns=timing), theirs.drop(columns=timing), check_exact=False,
                                       rtol=1e-5, atol=1e-7, obj=str(rel))
+
+
+def test_unset_variables_names_each_variable_and_its_resources():
+    resources = [("slurm_account", "$RULEBOUND_SLURM_ACCOUNT"), ("slurm_partition", "${RULEBOUND_GPU_PARTITION}"),
+                 ("slurm_partition", "cpu"), ("mem_mb", "8000 * attempt")]
+    assert unset_variables(resources, environ={}) == {"RULEBOUND_SLURM_ACCOUNT": {"slurm_account"},
+                                                      "RULEBOUND_GPU_PARTITION": {"slurm_partition"}}
+    assert unset_variables(resources, environ={"RULEBOUND_SLURM_ACCOUNT": "", "RULEBOUND_GPU_PARTITION": "g"}) == {}
+    with pytest.raises(ConfigError, match=r"not set: RULEBOUND_GPU_PARTITION \(resource slurm_partition\)"):
+        check_variables(resources, environ={"RULEBOUND_SLURM_ACCOUNT": "a"})
 
 
 # --- bad input: caught before the first submission ----------------------------------------------------

@@ -5,8 +5,8 @@ runs in the foreground as a child of this process, so `stop()` kills exactly wha
 the directory. Clients (sbatch, squeue, sacct, sacctmgr, srun inside jobs) find the cluster through
 `SLURM_CONF`, which `env()` returns; nothing is written to /etc.
 
-The node declares the resources `profiles/slurm-a100` asks for (8 CPUs per GPU job, up to 192 GB on the
-third attempt, one A100) with `SlurmdParameters=config_overrides`, so Slurm schedules the users' profile
+The node declares the resources `profiles/slurm-a100` asks for (8 CPUs and one A100 per GPU job, up to 192 GB
+on the third attempt; room for two GPU jobs) with `SlurmdParameters=config_overrides`, so Slurm schedules the users' profile
 unchanged on a small machine. The GPU is a generic resource backed by a dummy device file: no GPU
 exists and training takes its CPU path.
 
@@ -33,10 +33,12 @@ BINARIES = ("munged", "mariadbd", "mariadb-install-db", "mariadb", "slurmdbd", "
 CLUSTER = "rulebound"
 ACCOUNT = "rulebound"
 PARTITIONS = ("cpu", "gpu")
-# What profiles/slurm-a100 requests at most: 8 threads, 64000 MB x 3 attempts, one A100.
-NODE_CPUS = 8
+# profiles/slurm-a100 asks for 8 CPUs and one A100 per GPU job and up to 64000 MB x 3 attempts. The node
+# holds two such GPU jobs and CPU jobs beside them, so one GPU job never waits on another's Python start-up.
+NODE_CPUS = 24
 NODE_MEMORY_MB = 200_000
 GPU_TYPE = "a100"
+NODE_GPUS = 2
 DB_PASSWORD = "rulebound-test"
 # The executor's job step drops SLURM_CONF before it calls srun inside the job, so srun looks where Slurm
 # looks by default. While the cluster runs, this path links to its config; stop() removes the link.
@@ -160,8 +162,8 @@ class SlurmCluster:
         for sub in ("etc", "state", "spool", "log", "run", "munge", "db"):
             (r / sub).mkdir()
         self.ports = {name: free_port() for name in ("slurmctld", "slurmd", "slurmdbd", "mariadb")}
-        gpu_device = r / "run" / "fake-gpu0"  # a GRES needs a device file; nothing ever opens it
-        gpu_device.touch()
+        for i in range(NODE_GPUS):  # a GRES needs device files; nothing ever opens them
+            (r / "run" / f"fake-gpu{i}").touch()
         munge_socket = r / "munge" / "munge.socket"
         (r / "etc" / "slurm.conf").write_text(f"""\
 ClusterName={CLUSTER}
@@ -204,11 +206,11 @@ SchedulerParameters=bf_interval=5
 InactiveLimit=0
 KillWait=5
 MinJobAge=600
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} Gres=gpu:{GPU_TYPE}:1 State=UNKNOWN
+NodeName={self.host} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} Gres=gpu:{GPU_TYPE}:{NODE_GPUS} State=UNKNOWN
 PartitionName=cpu Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes={self.host} MaxTime=INFINITE State=UP
 """)
-        (r / "etc" / "gres.conf").write_text(f"NodeName={self.host} Name=gpu Type={GPU_TYPE} File={gpu_device}\n")
+        (r / "etc" / "gres.conf").write_text(f"NodeName={self.host} Name=gpu Type={GPU_TYPE} File={r}/run/fake-gpu[0-{NODE_GPUS - 1}]\n")
         (r / "etc" / "cgroup.conf").write_text("CgroupAutomount=no\nConstrainCores=no\nConstrainRAMSpace=no\n")
         dbd = r / "etc" / "slurmdbd.conf"
         dbd.write_text(f"""\
