@@ -14,6 +14,7 @@ os.environ.update(
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rulebound.config import GGUF_VARIANTS, canonical, check_devices, validate_config
+from rulebound import slurm as slurm_checks
 from rulebound.errors import RuleboundError
 from rulebound.tasks import paths, registry
 
@@ -28,6 +29,20 @@ config.update(_canonical)
 os.environ[registry.PLUGINS_ENV] = os.pathsep.join(config["task_plugins"])
 
 
+def profile_resources():
+    """(name, raw value) of every resource the command line and profiles set: default-resources, set-resources."""
+    settings = workflow.resource_settings
+    raws = [tuple(arg.split("=", 1)) for arg in getattr(settings.default_resources, "args", None) or []]
+    return raws + [(name, res.raw) for per_rule in settings.overwrite_resources.values() for name, res in per_rule.items()]
+
+
+# profiles/slurm-a100 reads account and partitions from the environment: unset, Slurm would get `$VAR` itself.
+try:
+    slurm_checks.check_variables(profile_resources())
+except RuleboundError as exc:
+    raise WorkflowError(str(exc)) from None
+
+
 onstart:
     # GPU-only settings fail before the first job when jobs run on this very machine. onstart runs once
     # the executor is known (at parse time workflow.dryrun/local_exec are not set yet) and never in dry
@@ -35,6 +50,12 @@ onstart:
     if workflow.local_exec and not workflow.remote_exec:
         try:
             check_devices(config)
+        except RuleboundError as exc:
+            raise WorkflowError(str(exc)) from None
+    # A partition or account Slurm refuses: one clear error before the first submission, not one per job.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        try:
+            slurm_checks.check_cluster(profile_resources())
         except RuleboundError as exc:
             raise WorkflowError(str(exc)) from None
 
