@@ -65,6 +65,7 @@ rule check_conformance:
         task=experiment_task,
         settings=eval_settings,
         files=conformance_files,
+        max_generations=config["conformance"]["max_generations"],
     wildcard_constraints:
         experiment=one_of(CONFORMANCE_EXPS),
     log:

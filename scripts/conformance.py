@@ -9,5 +9,5 @@ settings = snakemake.params.settings
 chats = registry.get(snakemake.params.task).conversations(snakemake.input.eval_set, settings)
 table = check_conformance(snakemake.params.files, snakemake.input.tokenizer, chats,
                           limit=token_limit(settings.get("max_new_tokens")), n_ctx=settings.get("n_ctx", 1024),
-                          threads=snakemake.threads)
+                          threads=snakemake.threads, max_generations=snakemake.params.max_generations)
 write_conformance(table, snakemake.output.csv)

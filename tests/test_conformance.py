@@ -11,8 +11,8 @@ import pytest
 
 from rulebound.errors import RuleboundError
 from rulebound.export.conformance import (
-    CHECKS, EXTRA_CHATS, Generation, Target, check_conformance, compare_renderings, failed_path, greedy_reply,
-    judge_generations, loop_period, parse_go_template, parse_modelfile, render_like_llama_cpp, token_limit,
+    CHECKS, EXTRA_CHATS, Generation, Target, check_conformance, compare_renderings, failed_path, generation_sample,
+    greedy_reply, judge_generations, loop_period, parse_go_template, parse_modelfile, render_like_llama_cpp, token_limit,
     write_conformance,
 )
 from rulebound.export.gguf import read_metadata
@@ -30,7 +30,15 @@ TEMPLATE_IDS = {"<|im_start|>": 1, "<|im_end|>": 2}
 
 
 def test_token_limit_is_generous_beside_the_evaluation():
-    assert token_limit(None) == 256 and token_limit(16) == 256 and token_limit(100) == 400
+    assert token_limit(None) == 1024 and token_limit(16) == 1024 and token_limit(300) == 1200
+
+
+def test_generation_sample_spreads_over_the_evaluation_and_keeps_the_extra_chats():
+    chats = [[{"role": "user", "content": f"q{i}"}] for i in range(100)] + list(EXTRA_CHATS)
+    sample = generation_sample(chats, 10)
+    assert [c[0]["content"] for c in sample[:10]] == [f"q{i}" for i in range(0, 100, 10)]
+    assert sample[10:] == list(EXTRA_CHATS)
+    assert generation_sample(chats, None) == chats and generation_sample(chats, 500) == chats
 
 
 def test_loop_period_finds_a_repeating_tail_only():

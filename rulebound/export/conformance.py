@@ -55,8 +55,10 @@ FIXES = {
     "modelfile_stop": "regenerate the Modelfile (delete it and rerun rule ollama_modelfile) so that its "
                       "PARAMETER stop lines name the GGUF's end-of-turn and EOS tokens.",
 }
-# Generous: the evaluation's answers are tens of tokens (max_new_tokens 16-48); a file that never stops hits it.
-MIN_TOKEN_LIMIT, LIMIT_PER_EVAL_TOKEN = 256, 4
+# Generous: the evaluation cuts answers at tens of tokens (max_new_tokens 16-48), but the model's own complete
+# answers run longer: SmolLM2-135M-Instruct's greedy answer to "What are the colors of the rainbow?" ends its turn
+# after 271 tokens (measured), so a 256 limit failed a sound file. A file that never ends its turn runs to any limit.
+MIN_TOKEN_LIMIT, LIMIT_PER_EVAL_TOKEN = 1024, 4
 # Greedy decoding of a small model can fall into a loop that repeats itself to any limit: the model's own
 # (SmolLM2-135M-Instruct itself loops on 23 of the lipogram's 42 chats within 512 tokens), not the export's.
 # A reply whose last MIN_LOOP_REPEATS periods repeat exactly is cut there and reported as a loop, not as a failure;
@@ -375,19 +377,34 @@ def check_modelfile_stop(target: Target, meta: dict, text: str) -> dict:
 # --------------------------------------------------------------------------- one file, all files
 
 
+def generation_sample(chats: list[list[dict]], max_generations: int | None) -> list[list[dict]]:
+    """The chats the generation check decodes: all of them, or ``max_generations`` spread evenly over the
+    evaluation's order (its groups and edge cases come in blocks, so each block is drawn from), plus
+    ``EXTRA_CHATS`` (a system turn and a multi-turn chat) always."""
+    extra = [c for c in EXTRA_CHATS if c in chats]
+    own = [c for c in chats if c not in extra]
+    if max_generations is not None and len(own) > max_generations:
+        step = len(own) / max_generations
+        own = [own[int(i * step)] for i in range(max_generations)]
+    return own + extra
+
+
 def check_target(target: Target, tokenizer, chats: list[list[dict]], *, limit: int = MIN_TOKEN_LIMIT,
-                 n_ctx: int = 1024, threads: int = 1) -> list[dict]:
-    """Every check's row for one exported file (the LoRA GGUF's template and tokens are its base's)."""
+                 n_ctx: int = 1024, threads: int = 1, max_generations: int | None = None) -> list[dict]:
+    """Every check's row for one exported file (the LoRA GGUF's template and tokens are its base's). The
+    templates are compared on every chat; greedy replies are decoded for ``generation_sample`` of them."""
     import llama_cpp
 
     meta = read_metadata(target.gguf)
     rows = [check_chat_template(target.file, meta, tokenizer, chats), check_eos(target.file, meta, tokenizer)]
     if meta["chat_template"]:
-        replies, llm = generate_all(target, chats, meta, limit=limit, n_ctx=n_ctx, threads=threads)
+        decoded = generation_sample(chats, max_generations)
+        replies, llm = generate_all(target, decoded, meta, limit=limit, n_ctx=n_ctx, threads=threads)
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         rows.append(check_end_of_turn(target.file, meta, tokenizer,
                                       lambda i: bool(llama_cpp.llama_vocab_is_eog(vocab, i))))
-        rows.append(judge_generations(target.file, chats, replies, limit=limit, template_ids=template_tokens(meta)))
+        rows.append(judge_generations(target.file, decoded, replies, limit=limit,
+                                      template_ids=template_tokens(meta)))
         llm.close()
     else:
         rows += [row(target.file, c, False, "not checked: the GGUF has no chat template")
@@ -405,9 +422,11 @@ def check_target(target: Target, tokenizer, chats: list[list[dict]], *, limit: i
 
 
 def check_conformance(targets, tokenizer_dir: str | os.PathLike, chats: list[list[dict]], *,
-                      limit: int = MIN_TOKEN_LIMIT, n_ctx: int = 1024, threads: int = 1) -> pd.DataFrame:
+                      limit: int = MIN_TOKEN_LIMIT, n_ctx: int = 1024, threads: int = 1,
+                      max_generations: int | None = None) -> pd.DataFrame:
     """The conformance table of every target against the HF tokenizer in ``tokenizer_dir``, on ``chats``
-    (an experiment's evaluation chats; ``EXTRA_CHATS`` are added: a system turn and a multi-turn chat)."""
+    (an experiment's evaluation chats; ``EXTRA_CHATS`` are added: a system turn and a multi-turn chat).
+    ``max_generations`` bounds the chats decoded per file (None: every chat); see ``generation_sample``."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -416,7 +435,8 @@ def check_conformance(targets, tokenizer_dir: str | os.PathLike, chats: list[lis
     rows = []
     for target in targets:
         target = target if isinstance(target, Target) else Target.from_mapping(target)
-        rows += check_target(target, tokenizer, chats, limit=limit, n_ctx=n_ctx, threads=threads)
+        rows += check_target(target, tokenizer, chats, limit=limit, n_ctx=n_ctx, threads=threads,
+                             max_generations=max_generations)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
