@@ -46,7 +46,7 @@ def dry_run(workdir: Path, *configfiles: Path, targets=tuple(RELEASE_TARGETS)
             ) -> tuple[subprocess.CompletedProcess, dict[str, list[str]]]:
     (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
     cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(REPO / "profiles" / "slurm-a100"), *targets,
+           "--workflow-profile", str(REPO / "profiles" / "slurm-a100"), *targets,
            "--configfile", *map(str, configfiles)]
     env = {**os.environ, **SLURM_ENV, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=env, timeout=120)

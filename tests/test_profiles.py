@@ -33,7 +33,7 @@ def gpu_of(resources: str) -> str | None:
 
 
 def test_slurm_profile_sends_only_gpu_rules_to_a100(tmp_path):
-    jobs = dry_run(tmp_path, "--profile", str(REPO / "profiles" / "slurm-a100"))
+    jobs = dry_run(tmp_path, "--workflow-profile", str(REPO / "profiles" / "slurm-a100"))
     assert GPU_RULES <= set(jobs)
     for rule, all_resources in jobs.items():
         for resources in all_resources:
@@ -52,7 +52,7 @@ def test_slurm_runtime_grows_with_attempts():
 
 
 def test_local_gpu_profile_limits_gpu_jobs(tmp_path):
-    jobs = dry_run(tmp_path, "--profile", str(REPO / "profiles" / "local-gpu"))
+    jobs = dry_run(tmp_path, "--workflow-profile", str(REPO / "profiles" / "local-gpu"))
     gpu_rules = {rule for rule, res in jobs.items() if any(gpu_of(r) for r in res)}
     assert gpu_rules == GPU_RULES & set(jobs)
     assert "gpu: 1" in (REPO / "profiles" / "local-gpu" / "config.yaml").read_text()
@@ -63,3 +63,28 @@ def test_slurm_executor_plugin_plans(tmp_path):
     jobs = dry_run(tmp_path, "--executor", "slurm", "--jobs", "4", "--default-resources", "slurm_account=acct42")
     for rule, all_resources in jobs.items():
         assert all((gpu_of(r) == "1") == (rule in GPU_RULES) for r in all_resources), rule
+
+
+def planned_threads(workdir: Path, *args: str) -> dict[str, set[int]]:
+    (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "32", *args, "results/truthy/adapter"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env={**os.environ, **SLURM_ENV})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    threads: dict[str, set[int]] = {}
+    for rule, n in re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?\s+threads: (\d+)$", proc.stdout, re.M):
+        threads.setdefault(rule, set()).add(int(n))
+    return threads
+
+
+def test_the_documented_profile_flag_keeps_the_profiles_threads(tmp_path):
+    """--workflow-profile (what README and docs/ say) applies the GPU profile's set-threads; with --profile,
+    Snakemake also loads profiles/default as the workflow profile and its 2 threads win."""
+    ours = planned_threads(tmp_path, "--workflow-profile", str(REPO / "profiles" / "local-gpu"))
+    assert ours["train_orpo"] == {4}, ours
+    theirs = planned_threads(tmp_path, "--profile", str(REPO / "profiles" / "local-gpu"))
+    assert theirs["train_orpo"] == {2}, theirs  # why the docs never say --profile
+    docs = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "presets").glob("*.yaml"),
+            *(REPO / "profiles").glob("*/config.yaml")]
+    for path in docs:
+        assert not re.search(r"--profile profiles/", path.read_text()), f"{path} says --profile: use --workflow-profile"
