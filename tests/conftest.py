@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/smoke/pipeline
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
     config.addinivalue_line("markers", "slow: runs the pipeline end to end")
+    config.addinivalue_line("markers", "quality: trains the default experiments and checks their quality bars")
 
 
 def pytest_collection_modifyitems(config, items):

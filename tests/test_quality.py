@@ -1,0 +1,94 @@
+"""The trained behaviour as a gate: the default config's politeness and lipogram experiments, trained on the
+embedded model, must meet their tasks' quality bars (rulebound/tasks/<task>/quality.py, the one place the
+thresholds live; ``python -m rulebound.quality`` checks any finished run the same way).
+
+Every training, data and model setting is config.yaml's. What the gate leaves out is only what its bars do
+not read, so that it fits in CI: the truthy experiment, the lipogram methods other than plain GRPO, the
+curriculum and the SFT both start from, and the variants the bars do not judge (politeness: F16 and Q4_K_M;
+lipogram: base, grpo, grpo_curriculum). The measured figures are printed whether the gate passes or fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from rulebound.config import validate_config
+from rulebound.quality import check_run
+from rulebound.tasks import paths
+from smoke.pipeline import REPO, snakemake
+
+pytestmark = [pytest.mark.quality, pytest.mark.slow]
+
+POLITENESS_VARIANTS = ["F16", "Q4_K_M"]
+LIPOGRAM_METHODS = ["sft", "grpo", "grpo_curriculum"]
+LIPOGRAM_VARIANTS = ["base", "grpo", "grpo_curriculum"]
+
+
+def gate_config(default: dict) -> dict:
+    """config.yaml's politeness and lipogram experiments, trained as there, evaluated on what the bars read."""
+    config = copy.deepcopy(default)
+    exps = config["experiments"]
+    for name in list(exps):
+        if name not in ("politeness", "lipogram"):
+            del exps[name]
+    pol, lip = exps["politeness"], exps["lipogram"]
+    pol["evaluate"]["variants"] = list(POLITENESS_VARIANTS)
+    pol["export"]["quants"] = ["Q4_K_M"]
+    lip["methods"] = {m: lip["methods"][m] for m in LIPOGRAM_METHODS}
+    lip["export"]["methods"] = []
+    lip["evaluate"]["variants"] = list(LIPOGRAM_VARIANTS)
+    return config
+
+
+def test_gate_config_keeps_every_training_setting():
+    default = yaml.safe_load((REPO / "config.yaml").read_text())
+    gate = gate_config(default)
+    for name in ("politeness", "lipogram"):
+        for key in ("model", "data", "distill", "train"):
+            assert gate["experiments"][name].get(key) == default["experiments"][name].get(key), (name, key)
+    for method in LIPOGRAM_METHODS:
+        assert gate["experiments"]["lipogram"]["methods"][method] == default["experiments"]["lipogram"]["methods"][method]
+    validate_config(copy.deepcopy(gate), REPO / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture(scope="module")
+def gate_run(tmp_path_factory) -> tuple[Path, dict]:
+    workdir = tmp_path_factory.mktemp("quality")
+    config = gate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    configfile = workdir / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    targets = [paths.summary_csv(name) for name in config["experiments"]]
+    start = time.perf_counter()
+    snakemake(workdir, *targets, configfile=configfile)
+    print(f"\n[quality gate] trained and evaluated {', '.join(config['experiments'])} in "
+          f"{time.perf_counter() - start:.0f} s")
+    validate_config(config, REPO / "schemas" / "config.schema.yaml")  # fills in the defaults check_run reads
+    return workdir, config
+
+
+def print_run(workdir: Path) -> None:
+    """What the gate measured: each summary, the per-rule times, then each check."""
+    for summary in sorted((workdir / "results").glob("*/eval/summary.csv")):
+        print(f"\n[quality gate] {summary.relative_to(workdir)}\n{pd.read_csv(summary).to_string(index=False)}")
+    times = sorted((workdir / "benchmarks").rglob("*.tsv"))
+    if times:
+        rows = [(str(p.relative_to(workdir / "benchmarks")), float(pd.read_csv(p, sep="\t")["s"].iloc[0]))
+                for p in times]
+        print("\n[quality gate] rule times (s)\n" + "\n".join(f"  {s:8.1f}  {name}" for name, s in rows))
+
+
+def test_trained_models_meet_the_quality_bars(gate_run):
+    workdir, config = gate_run
+    print_run(workdir)
+    checks = check_run(config, workdir)
+    print("\n[quality gate] checks\n" + "\n".join(f"  {c}" for c in checks))
+    names = " ".join(c.name for c in checks)
+    assert "politeness F16: please requests answered" in names and "lipogram grpo_curriculum" in names
+    failed = [str(c) for c in checks if not c.passed]
+    assert not failed, "the trained behaviour broke:\n" + "\n".join(failed)
