@@ -141,9 +141,9 @@ def _variant_config(tmp_path: Path, section: str, key: str, value) -> Path:
 
 def test_eval_setting_reruns_only_evaluation_and_report(built, tmp_path):
     planned = planned_rules(built, configfile=_variant_config(tmp_path, "evaluate", "max_new_tokens", 13))
-    # publish_folder carries the eval table in its model card
+    # publish_folder carries the eval table in its model card; check_conformance decodes with the eval settings
     assert planned == {"evaluate_hf", "evaluate_gguf", "summarize_eval", "plot_report", "render_report",
-                       "publish_folder", "reproduce"}
+                       "publish_folder", "reproduce", "check_conformance"}
 
 
 def test_train_setting_reruns_training_and_downstream_not_data(built, tmp_path):

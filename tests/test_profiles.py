@@ -72,8 +72,10 @@ def planned_threads(workdir: Path, *args: str) -> dict[str, set[int]]:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env={**os.environ, **SLURM_ENV})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     threads: dict[str, set[int]] = {}
-    for rule, n in re.findall(r"^(?:local)?rule (\w+):\n(?:.*\n)*?\s+threads: (\d+)$", proc.stdout, re.M):
-        threads.setdefault(rule, set()).add(int(n))
+    blocks = re.split(r"^(?:local)?rule (\w+):$", proc.stdout, flags=re.M)  # [head, rule, body, rule, body...]
+    for rule, body in zip(blocks[1::2], blocks[2::2]):
+        found = re.search(r"^\s+threads: (\d+)$", body, re.M)
+        threads.setdefault(rule, set()).add(int(found.group(1)) if found else 1)
     return threads
 
 

@@ -141,6 +141,10 @@ def test_outputs_equal_a_local_run(smoke_run, slurm_build):
     for rel in local:
         ours, theirs = pd.read_csv(slurm_build / rel), pd.read_csv(smoke_run / rel)
         timing = [c for c in ours.columns if TIMING_COLUMNS.search(c)]
+        if rel.name == "conformance.csv":
+            # the detail quotes greedy text, which llama.cpp's thread count (8 per job on the cluster profile,
+            # 1 on the laptop's) can move by a token; which file passed which check must agree
+            timing.append("detail")
         assert list(ours.columns) == list(theirs.columns), rel
         pd.testing.assert_frame_equal(ours.drop(columns=timing), theirs.drop(columns=timing), check_exact=False,
                                       rtol=1e-5, atol=1e-7, obj=str(rel))
