@@ -68,3 +68,11 @@ def smoke_run(tmp_path_factory) -> Path:
     from smoke.pipeline import build_smoke
 
     return build_smoke(tmp_path_factory.mktemp("pipeline"))
+
+
+@pytest.fixture(scope="session")
+def gate_run(tmp_path_factory):
+    """The quality gate's run (tests/smoke/gate.py): the default politeness experiment, trained as config.yaml says."""
+    from smoke.gate import build_gate
+
+    return build_gate(tmp_path_factory.mktemp("quality"))

@@ -24,15 +24,19 @@ AGREEMENT_BAR = 0.98
 BASE_MODEL = "smollm2-135m-instruct"  # the smoke config's politeness model
 # (pipeline variant, served GGUF, LoRA GGUF), relative to the smoke workdir, as rules/export.smk and
 # rules/models.smk write them.
+# (run, pipeline variant) -> (served GGUF, LoRA GGUF). "smoke" is the smoke run (a few prompts, the LoRA GGUF);
+# "gate" is the quality gate's default-config run (tests/smoke/gate.py): the whole politeness evaluation.
 SERVED = {
-    "Q4_K_M": (f"results/{EXP}/gguf/{EXP}-Q4_K_M.gguf", None),
-    "lora-F16": (f"resources/gguf/{BASE_MODEL}-F16.gguf", f"results/{EXP}/gguf/{EXP}-lora-F16.gguf"),
+    ("smoke", "Q4_K_M"): (f"results/{EXP}/gguf/{EXP}-Q4_K_M.gguf", None),
+    ("smoke", "lora-F16"): (f"resources/gguf/{BASE_MODEL}-F16.gguf", f"results/{EXP}/gguf/{EXP}-lora-F16.gguf"),
+    ("gate", "Q4_K_M"): (f"results/{EXP}/gguf/{EXP}-Q4_K_M.gguf", None),
 }
+RUN_FIXTURE = {"smoke": "smoke_run", "gate": "gate_run"}
 
 
-def eval_setting(key: str):
-    """An evaluate setting of the politeness experiment: the smoke config's, else config.yaml's."""
-    for path in (SMOKE, REPO / "config.yaml"):
+def eval_setting(key: str, run: str = "smoke"):
+    """An evaluate setting of the politeness experiment: the smoke config's (smoke run only), else config.yaml's."""
+    for path in ((SMOKE,) if run == "smoke" else ()) + (REPO / "config.yaml",):
         value = yaml.safe_load(path.read_text())["experiments"][EXP].get("evaluate", {}).get(key)
         if value is not None:
             return value
@@ -50,16 +54,18 @@ def server_binary() -> Path:
     return binary
 
 
-@pytest.fixture(params=list(SERVED))
-def served(request, smoke_run, server_binary, tmp_path):
-    """A running llama-server for one pipeline variant; stopped whatever the test does."""
+@pytest.fixture(params=list(SERVED), ids=lambda key: "-".join(key))
+def served(request, server_binary, tmp_path):
+    """A running llama-server for one run's pipeline variant; stopped whatever the test does."""
     from rulebound.serve import llama_server
 
-    variant = request.param
-    model, lora = (smoke_run / p if p else None for p in SERVED[variant])
-    args = ["--jinja", "-c", str(eval_setting("n_ctx")), "--parallel", "1", "--seed", "0"]
-    with llama_server(server_binary, model, lora=lora, args=args, log_path=tmp_path / f"{variant}.log") as server:
-        yield variant, server
+    run, variant = request.param
+    workdir = request.getfixturevalue(RUN_FIXTURE[run])
+    workdir = workdir[0] if isinstance(workdir, tuple) else workdir
+    model, lora = (workdir / p if p else None for p in SERVED[request.param])
+    args = ["--jinja", "-c", str(eval_setting("n_ctx", run)), "--parallel", "1", "--seed", "0"]
+    with llama_server(server_binary, model, lora=lora, args=args, log_path=tmp_path / f"{run}-{variant}.log") as server:
+        yield run, variant, workdir, server
 
 
 def pipeline_prompts(workdir: Path, variant: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -92,25 +98,25 @@ def chat_replies(server, conversations: list[list[dict]], max_tokens: int) -> li
     return replies
 
 
-def test_llama_server_agrees_with_pipeline_eval(served, smoke_run):
+def test_llama_server_agrees_with_pipeline_eval(served):
     from rulebound.serve import port_is_free, stop_server
     from rulebound.stats import as_bool
     from rulebound.tasks.politeness.evaluate import conversations_for, score_eval_set
 
-    variant, server = served
+    run, variant, workdir, server = served
     status, body = server.health()
     assert (status, body.get("status")) == (200, "ok"), (status, body)
 
-    csv, prompts = pipeline_prompts(smoke_run, variant)
+    csv, prompts = pipeline_prompts(workdir, variant)
     start = time.perf_counter()
-    replies = chat_replies(server, conversations_for(prompts), eval_setting("max_new_tokens"))
+    replies = chat_replies(server, conversations_for(prompts), eval_setting("max_new_tokens", run))
     seconds = time.perf_counter() - start
     scored = score_eval_set(prompts, replies, f"llama-server {variant}")
 
     same_verdict = scored["correct"].to_numpy() == as_bool(csv["correct"]).to_numpy()
     same_text = scored["response"].to_numpy() == csv["response"].astype(str).str.strip().to_numpy()
     agreement = same_verdict.mean()
-    print(f"\nllama-server {variant}: same verdict as the pipeline's eval/{variant}.csv on {same_verdict.sum()}/"
+    print(f"\nllama-server {run} {variant}: same verdict as the pipeline's eval/{variant}.csv on {same_verdict.sum()}/"
           f"{len(csv)} prompts ({agreement:.1%}), identical text on {same_text.sum()}/{len(csv)}; "
           f"{seconds:.1f} s for {len(csv)} chat completions")
     differing = scored.loc[~same_verdict, ["user", "response"]].assign(pipeline=csv.loc[~same_verdict, "response"])

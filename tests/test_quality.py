@@ -15,7 +15,6 @@ relevance 0.549 vs 0.456, where an AMD EPYC run of the same config measured +32.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,33 +23,11 @@ import yaml
 
 from rulebound.config import validate_config
 from rulebound.quality import check_run
-from rulebound.tasks import paths
-from smoke.pipeline import REPO, snakemake
+from smoke.gate import GATED_EXPERIMENTS, gate_config
+from smoke.pipeline import REPO
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
 
-GATED_EXPERIMENTS = ("politeness",)
-POLITENESS_VARIANTS = ["F16", "Q4_K_M"]
-LIPOGRAM_METHODS = ["sft", "grpo", "grpo_curriculum"]
-LIPOGRAM_VARIANTS = ["base", "grpo", "grpo_curriculum"]
-
-
-def gate_config(default: dict) -> dict:
-    """config.yaml's gated experiments, trained as there, evaluated on what their bars read."""
-    config = copy.deepcopy(default)
-    exps = config["experiments"]
-    for name in list(exps):
-        if name not in GATED_EXPERIMENTS:
-            del exps[name]
-    if "politeness" in exps:
-        exps["politeness"]["evaluate"]["variants"] = list(POLITENESS_VARIANTS)
-        exps["politeness"]["export"]["quants"] = ["Q4_K_M"]
-    if "lipogram" in exps:
-        lip = exps["lipogram"]
-        lip["methods"] = {m: lip["methods"][m] for m in LIPOGRAM_METHODS}
-        lip["export"]["methods"] = []
-        lip["evaluate"]["variants"] = list(LIPOGRAM_VARIANTS)
-    return config
 
 
 def test_gate_config_keeps_every_training_setting():
@@ -61,21 +38,6 @@ def test_gate_config_keeps_every_training_setting():
         for key in ("model", "data", "distill", "train"):
             assert gate["experiments"][name].get(key) == default["experiments"][name].get(key), (name, key)
     validate_config(copy.deepcopy(gate), REPO / "schemas" / "config.schema.yaml")
-
-
-@pytest.fixture(scope="module")
-def gate_run(tmp_path_factory) -> tuple[Path, dict]:
-    workdir = tmp_path_factory.mktemp("quality")
-    config = gate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
-    configfile = workdir / "config.yaml"
-    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
-    targets = [paths.summary_csv(name) for name in config["experiments"]]
-    start = time.perf_counter()
-    snakemake(workdir, *targets, configfile=configfile)
-    print(f"\n[quality gate] trained and evaluated {', '.join(config['experiments'])} in "
-          f"{time.perf_counter() - start:.0f} s")
-    validate_config(config, REPO / "schemas" / "config.schema.yaml")  # fills in the defaults check_run reads
-    return workdir, config
 
 
 def print_run(workdir: Path) -> None:
