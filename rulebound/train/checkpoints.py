@@ -1,18 +1,16 @@
-"""Training that survives a crash: the HF Trainer's checkpoints, keyed by the run, resumed after a kill.
+"""Training that survives a crash: full HF Trainer checkpoints under ``checkpoints/<run>/<key>/``.
 
-Every ``train.save_steps`` optimizer steps the Trainer writes ``checkpoint-<step>/`` with its full state
-(adapter, optimizer, scheduler, RNG streams, ``trainer_state.json``), keeping the newest
-``train.save_total_limit``. They live under the workflow's directory, outside the rule's outputs, at
-``checkpoints/<run>/<key>/``: Snakemake does not delete them when a job fails, and a cluster's shared
-filesystem keeps them across nodes. ``key`` is a short hash of everything that defines the run (the method's
-training settings, the training data's bytes, the base model's identity, the init adapter's bytes), so a
-changed config starts afresh instead of resuming a stale state.
+Every ``save_steps`` optimizer steps the Trainer writes ``checkpoint-<step>/`` (adapter, optimizer, scheduler,
+RNG states, ``trainer_state.json``); ``CheckpointCallback`` then writes a marker file into it, and only a
+checkpoint with its marker and its trainer state counts as complete: one half-written when the process was
+killed is ignored, and removed before training resumes. The folder's ``<key>`` is a hash of everything that
+defines the run (its settings, the training data's bytes, the base model and the initial adapter, the library
+versions, the number of processes), so a changed config or new data never resumes a stale checkpoint. Nothing
+here is local to one process or one machine: a rerun, a Slurm requeue or a retry on another node resumes from
+the folder alone.
 
-A rerun (the same snakemake command; the profiles set ``rerun-incomplete``) resumes from the newest
-*complete* checkpoint: a folder with a readable ``trainer_state.json`` (the Trainer writes it last) and the
-adapter weights. A folder the process died inside is ignored and removed. Once the adapter is written, the
-run's checkpoints are removed. With several processes only rank 0 deletes anything; the Trainer itself saves
-from the main process.
+The folder lies outside the rule's declared outputs (Snakemake deletes those before a retry) and is removed
+once the adapter is written. Checkpoints of other keys (an earlier config) are left alone and named in the log.
 """
 
 from __future__ import annotations
@@ -23,208 +21,314 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from rulebound.errors import ConfigError
-from rulebound.train.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
-ROOT = "checkpoints"
-KEY_LENGTH = 16
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-KEY = re.compile(rf"^[0-9a-f]{{{KEY_LENGTH}}}$")
-STATE = "trainer_state.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-# Settings that change how often the state is kept, not what the run computes: a resume stays valid.
+MARKER = "rulebound-complete.json"
+TRAINER_STATE = "trainer_state.json"
+PREFIX = "checkpoint-"
+# Settings that change where and how often a run is recorded, not what it computes: changing one resumes.
 NOT_IN_KEY = ("save_steps", "save_total_limit", "report_to")
+REPORTERS = ("none", "tensorboard", "wandb", "trackio", "mlflow")
+DEFAULT_SAVE_STEPS, DEFAULT_SAVE_TOTAL_LIMIT = 50, 2
 
 
-def checkpoint_root(run: str) -> str:
-    """Where a run's checkpoints live, relative to the workflow's directory (the rules' ``params``)."""
-    return f"{ROOT}/{run}"
+def check_settings(where: str, cfg: dict) -> list[str]:
+    """The checkpoint and tracker settings of one training section; problems as ``"<where>.<key>: ..."``."""
+    problems = []
+    for key, minimum in (("save_steps", 1), ("save_total_limit", 1)):
+        value = cfg.get(key, minimum)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            problems.append(f"{where}.{key} = {value!r}: must be a whole number >= {minimum} (optimizer steps "
+                            f"between checkpoints for save_steps, checkpoints kept on disk for save_total_limit); "
+                            f"e.g. {key}: {DEFAULT_SAVE_STEPS if key == 'save_steps' else DEFAULT_SAVE_TOTAL_LIMIT}")
+    report_to = cfg.get("report_to", "none")
+    if report_to not in REPORTERS:
+        problems.append(f"{where}.report_to = {report_to!r} is not a tracker rulebound sets up; use one of "
+                        f"{', '.join(REPORTERS)}")
+    return problems
 
 
-# ---- the key ---------------------------------------------------------------------------------------------
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def _sha256_file(path: Path, digest) -> None:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
 
 
-def tree_digest(path: str | os.PathLike) -> str:
-    """The content hash of a file, or of a folder (every file's relative path and bytes, in order)."""
+def content_digest(path: str | os.PathLike | None, *, weights_by_size: bool = False) -> str:
+    """sha256 of a file, or of a folder's relative names and contents; "" for None.
+
+    ``weights_by_size``: a folder's weight files (``.safetensors``, ``.bin``, ``.gguf``, ``.pt``) count by name
+    and size only (a base model of many GB is not read at every start; its config and tokenizer are read in full).
+    """
+    if path is None:
+        return ""
     path = Path(path)
-    if path.is_file():
-        return file_digest(path)
     digest = hashlib.sha256()
+    if path.is_file():
+        _sha256_file(path, digest)
+        return digest.hexdigest()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist: it is an input of the training run.")
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file_digest(file).encode())
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        if weights_by_size and file.suffix in (".safetensors", ".bin", ".gguf", ".pt"):
+            digest.update(str(file.stat().st_size).encode())
+        else:
+            _sha256_file(file, digest)
     return digest.hexdigest()
 
 
-def model_identity(model_dir: str | os.PathLike) -> dict:
-    """A base model folder's identity, cheap on a many-GB model: config.json's bytes and the weight files' sizes."""
-    model_dir = Path(model_dir)
-    config = model_dir / "config.json"
-    weights = {p.relative_to(model_dir).as_posix(): p.stat().st_size
-               for p in sorted(model_dir.rglob("*")) if p.is_file() and p.suffix in WEIGHT_SUFFIXES}
-    return {"config": file_digest(config) if config.is_file() else None, "weights": weights}
+def run_key(cfg: dict, *, data: str | os.PathLike, base_model: str, model_dir: str | os.PathLike,
+            init_adapter: str | os.PathLike | None = None, processes: int = 1) -> str:
+    """16 hex digits naming one run: its settings (less NOT_IN_KEY), data, base model, initial adapter, versions."""
+    import peft
+    import torch
+    import transformers
+    import trl
 
-
-def run_key(settings: dict, data: str | os.PathLike, model_dir: str | os.PathLike,
-            init_adapter: str | os.PathLike | None = None) -> str:
-    """A short sha256 of what defines a training run; any change gives another key (and a fresh start)."""
     identity = {
-        "settings": {k: v for k, v in settings.items() if k not in NOT_IN_KEY},
-        "data": tree_digest(data),
-        "model": model_identity(model_dir),
-        "init_adapter": tree_digest(init_adapter) if init_adapter else None,
+        "settings": {k: v for k, v in cfg.items() if k not in NOT_IN_KEY},
+        "data": content_digest(data),
+        "base_model": base_model,
+        "model": content_digest(model_dir, weights_by_size=True),
+        "init_adapter": content_digest(init_adapter),
+        "processes": int(processes),
+        "versions": [transformers.__version__, trl.__version__, peft.__version__, torch.__version__],
     }
-    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# ---- checkpoint folders ----------------------------------------------------------------------------------
-
-
-def checkpoint_step(folder: str | os.PathLike) -> int | None:
-    match = CHECKPOINT.match(Path(folder).name)
+def step_of(path: Path) -> int | None:
+    match = re.fullmatch(rf"{PREFIX}(\d+)", Path(path).name)
     return int(match.group(1)) if match else None
 
 
-def read_state(folder: str | os.PathLike) -> dict | None:
-    """A checkpoint's trainer_state.json, or None where it is missing or half-written."""
+def is_complete(path: Path, step: int | None = None) -> bool:
+    """A checkpoint counts once its marker (written after the Trainer's last file) names its own step."""
     try:
-        state = json.loads((Path(folder) / STATE).read_text(encoding="utf-8"))
+        marker = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) and "global_step" in state else None
+        return False
+    return (Path(path) / TRAINER_STATE).is_file() and (step is None or marker.get("step") == step)
 
 
-def is_complete(folder: str | os.PathLike) -> bool:
-    """Whether the Trainer finished writing this checkpoint: the adapter weights and, written last, its state."""
-    folder = Path(folder)
-    return (checkpoint_step(folder) is not None and folder.is_dir()
-            and any((folder / name).is_file() for name in ADAPTER_WEIGHTS) and read_state(folder) is not None)
-
-
-def checkpoint_folders(directory: str | os.PathLike) -> list[Path]:
-    """The ``checkpoint-<step>`` folders in ``directory``, oldest step first."""
-    directory = Path(directory)
-    if not directory.is_dir():
+def checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path, bool]]:
+    """(step, folder, complete) of every ``checkpoint-<step>`` under ``run_dir``, oldest first."""
+    root = Path(run_dir)
+    if not root.is_dir():
         return []
-    return sorted((p for p in directory.iterdir() if p.is_dir() and checkpoint_step(p) is not None),
-                  key=checkpoint_step)
+    found = []
+    for path in root.iterdir():
+        step = step_of(path)
+        if step is not None and path.is_dir():
+            found.append((step, path, is_complete(path, step)))
+    return sorted(found)
 
 
-def newest_complete(directory: str | os.PathLike) -> Path | None:
-    complete = [p for p in checkpoint_folders(directory) if is_complete(p)]
+def newest_complete(run_dir: str | os.PathLike) -> Path | None:
+    complete = [path for _, path, ok in checkpoints(run_dir) if ok]
     return complete[-1] if complete else None
 
 
-def remove_incomplete(directory: str | os.PathLike) -> list[Path]:
-    """Delete the checkpoint folders a killed process left half-written; return them."""
-    removed = [p for p in checkpoint_folders(directory) if not is_complete(p)]
-    for folder in removed:
-        shutil.rmtree(folder, ignore_errors=True)
+def drop_incomplete(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove half-written checkpoints (the Trainer would write into them again at the same step)."""
+    dropped = [path for _, path, ok in checkpoints(run_dir) if not ok]
+    for path in dropped:
+        log.warning("removing the incomplete checkpoint %s (the process stopped while writing it)", path)
+        shutil.rmtree(path, ignore_errors=True)
+    return dropped
+
+
+def prune(run_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Keep the newest ``keep`` complete checkpoints; older complete ones go (never the newest complete)."""
+    complete = [path for _, path, ok in checkpoints(run_dir) if ok]
+    removed = complete[: max(0, len(complete) - max(1, keep))]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
     return removed
 
 
-def remove_stale_keys(root: str | os.PathLike, keep: str) -> list[Path]:
-    """Delete a run's checkpoints of earlier configs (other keys under its root); return them."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    stale = [p for p in root.iterdir() if p.is_dir() and KEY.match(p.name) and p.name != keep]
-    for folder in stale:
-        shutil.rmtree(folder, ignore_errors=True)
-    return stale
+def remove_run(run_dir: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+    """Delete a finished run's checkpoints, and the parent folders up to ``root`` that are left empty."""
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if root is None:
+        return
+    root, parent = Path(root).resolve(), run_dir.resolve().parent
+    while parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        if parent == root:
+            break
+        parent = parent.parent
 
 
-def save_arguments(cfg: dict, enabled: bool) -> dict:
-    """The TrainingArguments that make the Trainer checkpoint every ``train.save_steps`` steps (or never)."""
-    if not enabled:
-        return {"save_strategy": "no"}
-    values = {}
-    for key in ("save_steps", "save_total_limit"):
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"train.{key} must be a positive integer (steps between checkpoints / checkpoints "
-                              f"kept); got {value!r}. Set it in the experiment's train section (the schema's "
-                              "default fills it in when the config is validated).")
-        values[key] = value
-    return {"save_strategy": "steps", **values}
+def _write_marker(path: Path, step: int, key: str) -> None:
+    tmp = path / (MARKER + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump({"step": step, "key": key}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path / MARKER)
 
 
-# ---- one run's checkpoints ------------------------------------------------------------------------------
+class CheckpointCallback(TrainerCallback):
+    """Marks each checkpoint complete once the Trainer has written it, keeps ``keep`` of them, and skips the
+    Trainer's extra save at the last step (the adapter is written right after; that save would only cost time)."""
+
+    def __init__(self, run_dir: str | os.PathLike, key: str, keep: int) -> None:
+        self.run_dir, self.key, self.keep = Path(run_dir), key, keep
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save and state.global_step >= state.max_steps and state.global_step % args.save_steps:
+            control.should_save = False
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            path = self.run_dir / f"{PREFIX}{state.global_step}"
+            if path.is_dir():
+                _write_marker(path, state.global_step, self.key)
+                prune(self.run_dir, self.keep)
+        return control
 
 
-@dataclass
 class Checkpoints:
-    """The checkpoint folder of one run and config: ``<root>/<key>``."""
+    """One run's checkpoint folder: ``output_dir`` for the Trainer, where to resume, and the clean-up.
 
-    root: Path
-    key: str
+    ``root`` is the run's folder under the workflow (``checkpoints/<run>``); ``None`` turns checkpoints off
+    (library calls without a workflow): the Trainer then writes into a scratch folder that is removed.
+    """
 
-    @classmethod
-    def for_run(cls, root: str | os.PathLike | None, settings: dict, *, data, model_dir,
-                init_adapter=None) -> Checkpoints | None:
-        """The run's checkpoints, or None where the caller asked for none (no ``root``)."""
-        if not root:
-            return None
-        save_arguments(settings, True)  # bad save settings fail before the model loads
-        return cls(Path(root), run_key(settings, data, model_dir, init_adapter))
+    def __init__(self, root: str | os.PathLike | None, key: str | None, cfg: dict) -> None:
+        self.root = Path(root) if root else None
+        self.key = key
+        self.save_steps = int(cfg.get("save_steps", DEFAULT_SAVE_STEPS))
+        self.keep = int(cfg.get("save_total_limit", DEFAULT_SAVE_TOTAL_LIMIT))
+        self.dir = self.root / key if self.root and key else None
 
     @property
-    def directory(self) -> Path:
-        return self.root / self.key
+    def enabled(self) -> bool:
+        return self.dir is not None
 
-    def args(self, cfg: dict) -> dict:
-        return {"output_dir": str(self.directory), **save_arguments(cfg, True)}
+    def args(self) -> dict:
+        """TrainingArguments for saving (rotation is CheckpointCallback's, after its marker)."""
+        if not self.enabled:
+            return {"save_strategy": "no"}
+        return {"save_strategy": "steps", "save_steps": self.save_steps, "save_total_limit": None,
+                "save_only_model": False}
 
-    def prepare(self) -> Path | None:
-        """Clean up (rank 0: earlier configs' keys, half-written folders) and return the checkpoint to resume."""
-        if is_main_process():
-            for folder in remove_stale_keys(self.root, self.key):
-                log.info("removed checkpoints of an earlier config of this run: %s", folder)
-            for folder in remove_incomplete(self.directory):
-                log.info("ignored and removed an incomplete checkpoint (a process died while writing it): %s", folder)
-        return newest_complete(self.directory)
+    def callbacks(self) -> list:
+        return [CheckpointCallback(self.dir, self.key, self.keep)] if self.enabled else []
+
+    def latest(self, main_process: bool = True) -> str | None:
+        """The newest complete checkpoint (half-written ones removed first, by the main process); None: none."""
+        if not self.enabled:
+            return None
+        if main_process:
+            drop_incomplete(self.dir)
+        newest = newest_complete(self.dir)
+        return str(newest) if newest else None
+
+    def announce(self, resume: str | None, planned: int) -> None:
+        """The training log's line: ``resumed from step N of M``, or why training starts at step 0."""
+        if not self.enabled:
+            return
+        if resume:
+            log.info("resumed from step %d of %d (%s)", step_of(Path(resume)), planned, resume)
+            return
+        others = sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name != self.key) \
+            if self.root.is_dir() else []
+        log.info("no checkpoint to resume from in %s: training from step 0, a checkpoint every %d steps%s",
+                 self.dir, self.save_steps,
+                 f" (checkpoints of other settings or data, not resumed: {', '.join(others)})" if others else "")
+
+    def finish(self, main_process: bool = True) -> None:
+        """Remove the run's checkpoints once its adapter is written."""
+        if self.enabled and main_process:
+            remove_run(self.dir, self.root)
+
+
+def ref_adapter_fix(trainer, checkpoint: str | None) -> None:
+    """Resuming a PEFT model with several adapters (GRPO's frozen "ref" copy beside "default"), transformers
+    loads only the subfolders and never the root's "default" weights; load them too, in place (the optimizer
+    keeps the parameters it holds). A no-op for one adapter or a fresh start."""
+    if checkpoint is None:
+        return
+
+    class LoadDefaultAdapter(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            weights = Path(checkpoint) / "adapter_model.safetensors"
+            if len(getattr(model, "peft_config", {})) > 1 and weights.is_file():
+                from peft import set_peft_model_state_dict
+                from safetensors.torch import load_file
+
+                set_peft_model_state_dict(model, load_file(str(weights)), adapter_name="default")
+                model.set_adapter("default")
+            return control
+
+    trainer.add_callback(LoadDefaultAdapter())
+
+
+def step_metrics(log_history: list[dict]):
+    """One row per step from the Trainer's ``log_history`` (restored from the checkpoint on a resume, so every
+    step appears exactly once), under TRL's metric names; the end-of-run summary is left out."""
+    import pandas as pd
+
+    from rulebound.train.metrics import SUMMARY_KEYS
+
+    rows = []
+    for entry in log_history:
+        if SUMMARY_KEYS & set(entry) or "step" not in entry:
+            continue
+        row = {"step": int(entry["step"]), "epoch": entry.get("epoch")}
+        row.update({k: float(v) for k, v in entry.items()
+                    if k not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool)})
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=["step", "epoch"])
+    return pd.DataFrame(rows).groupby("step", as_index=False).last()
+
+
+class RunSetup:
+    """What a trainer needs for checkpoints and a tracker: TrainingArguments overrides, callbacks, where to resume.
+
+    ``checkpoint_root`` (``checkpoints/<run>``, a rule param) None: no checkpoints, the Trainer writes into
+    ``scratch``; ``key_inputs`` are run_key's keyword arguments (data, base_model, model_dir, init_adapter)."""
+
+    def __init__(self, cfg: dict, *, run_name: str, scratch: str, checkpoint_root=None, tracker_dir=None,
+                 key_inputs: dict | None = None) -> None:
+        from rulebound.train.distributed import is_main_process, world_size
+        from rulebound.train.trackers import setup_tracker
+
+        problems = check_settings("train", cfg)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        self.main = is_main_process()
+        key = run_key(cfg, processes=world_size(), **(key_inputs or {})) if checkpoint_root else None
+        self.checkpoints = Checkpoints(checkpoint_root, key, cfg)
+        self.output_dir = str(self.checkpoints.dir) if self.checkpoints.enabled else scratch
+        self.resume = self.checkpoints.latest(self.main)
+        self.args = {**self.checkpoints.args(), "run_name": run_name,
+                     **setup_tracker(cfg, tracker_dir, fresh=self.resume is None, main_process=self.main)}
+
+    def callbacks(self, logger, metric: str | None) -> list:
+        from rulebound.train.metrics import TrainingProgress
+
+        return [*self.checkpoints.callbacks(), TrainingProgress(logger, metric)]
+
+    def train(self, trainer, planned: int):
+        """``trainer.train()``, from the newest complete checkpoint where there is one (logged)."""
+        self.checkpoints.announce(self.resume, planned)
+        ref_adapter_fix(trainer, self.resume)
+        return trainer.train(resume_from_checkpoint=self.resume)
 
     def finish(self) -> None:
-        """Remove the run's checkpoints once its adapter is written (rank 0)."""
-        if not is_main_process():
-            return
-        shutil.rmtree(self.directory, ignore_errors=True)
-        for folder in (self.root, *self.root.parents):
-            if folder.name == "" or folder == Path(".") or any(folder.iterdir()):
-                break
-            folder.rmdir()
-            if folder.name == ROOT:
-                break
-
-
-def train(trainer, recorder, checkpoints: Checkpoints | None):
-    """``trainer.train()``, resumed from the run's newest complete checkpoint where there is one.
-
-    On a resume the recorder is seeded with the checkpoint's log history up to its step, so the metrics hold
-    every step exactly once, and the log says ``resumed from step N of M``.
-    """
-    resume = checkpoints.prepare() if checkpoints else None
-    if resume is None:
-        if checkpoints:
-            log.info("checkpoints every %d steps in %s (newest %d kept)", trainer.args.save_steps,
-                     checkpoints.directory, trainer.args.save_total_limit)
-        return trainer.train()
-    state = read_state(resume)
-    step = int(state["global_step"])
-    recorder.seed(state.get("log_history", []), step)
-    log.info("resumed from step %d of %d (%s)", step, int(state.get("max_steps") or 0), resume)
-    return trainer.train(resume_from_checkpoint=str(resume))
+        self.checkpoints.finish(self.main)
