@@ -251,8 +251,8 @@ class Checkpoints:
 
     def finish(self, main_process: bool = True) -> None:
         """Remove the run's checkpoints once its adapter is written."""
-        if self.enabled and main_process:
-            remove_run(self.dir, self.root)
+        if self.enabled and main_process:  # empty parents go too, up to the top folder (checkpoints/)
+            remove_run(self.dir, self.root if self.root.is_absolute() else Path(self.root.parts[0]))
 
 
 def ref_adapter_fix(trainer, checkpoint: str | None) -> None:
