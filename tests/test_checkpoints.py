@@ -371,7 +371,10 @@ def test_grpo_with_a_kl_term_resumes_its_trained_adapter_not_the_initial_one(tmp
     rewards.resolve_rewards = lambda specs: [("no_e", no_e)]
     monkeypatch.setitem(sys.modules, "rulebound.rewards", rewards)
     prompts = tmp_path / "prompts.parquet"
-    pd.DataFrame({"prompt": ["Name a fruit.", "What is a cat?", "Say hi.", "Count to two."]}).to_parquet(prompts)
+    # one epoch of 4 steps: TRL's GRPO sampler draws each epoch's order from one generator, so only a resume
+    # inside an epoch replays the same prompts (a resume at an epoch's end continues with another order)
+    pd.DataFrame({"prompt": ["Name a fruit.", "What is a cat?", "Say hi.", "Count to two.", "Name a tree.",
+                             "What is a dog?", "Say bye.", "Name a sea."]}).to_parquet(prompts)
     init = tmp_path / "init"  # the adapter GRPO starts from (SFT's in the pipeline): a fresh LoRA here
     from rulebound.train.backend import LoraSettings, load_for_training
 
@@ -393,3 +396,54 @@ def test_grpo_with_a_kl_term_resumes_its_trained_adapter_not_the_initial_one(tmp
     initial = adapter_weights(init)
     assert max_difference(straight, initial) > 1e-4  # training moved it
     assert max_difference(adapter, straight) < 1e-4
+
+
+def test_tensorboard_event_files_hold_the_loss_and_orpo_metrics_under_trls_names(tmp_path, tiny_model_dir,
+                                                                                  pairs_parquet, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    tracker = tmp_path / "results/politeness/train/tracker"
+    (tracker / "old").mkdir(parents=True)  # an earlier run's files: a fresh start clears them
+    run_orpo(tmp_path, tiny_model_dir, pairs_parquet, cfg={**ORPO_CFG, "max_steps": 4, "report_to": "tensorboard"},
+             checkpoint_root=str(tmp_path / "checkpoints/politeness"), tracker_dir=str(tracker))
+    assert not (tracker / "old").exists()
+    events = list(tracker.rglob("events.out.tfevents.*"))
+    assert events, f"no event file under {tracker}"
+    accumulator = EventAccumulator(str(events[0].parent))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    for name in ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "nll_loss",
+                 "log_odds_ratio"):
+        assert f"train/{name}" in tags, sorted(tags)
+    assert [e.step for e in accumulator.Scalars("train/loss")] == [1, 2, 3, 4]
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    logged = [e.value for e in accumulator.Scalars("train/rewards/margins")]
+    assert logged == pytest.approx(metrics["rewards/margins"].tolist(), rel=1e-5)
+
+
+def test_the_report_links_each_runs_tracker_files(tmp_path):
+    from rulebound.report.html import tracker_section
+
+    for run in ("lipogram/sft", "lipogram/grpo"):
+        (tmp_path / "results" / run / "train").mkdir(parents=True)
+        (tmp_path / "results" / run / "train" / "metrics.csv").write_text("step\n1\n")
+    (tmp_path / "results/lipogram/sft/train/tracker").mkdir()
+    (tmp_path / "results/lipogram/sft/train/tracker/events.out.tfevents.1").write_bytes(b"e")
+    metrics = {run: tmp_path / "results" / run / "train" / "metrics.csv" for run in ("lipogram/sft", "lipogram/grpo")}
+    [section] = tracker_section(metrics, tmp_path / "results" / "report.html")
+    assert '<a href="lipogram/sft/train/tracker/">lipogram/sft</a>' in section
+    assert "lipogram/grpo" not in section  # no tracker files: no link
+    assert tracker_section({}, tmp_path / "results" / "report.html") == []
+
+
+def test_preference_scoring_logs_progress_per_batch(tiny_model_dir, caplog):
+    """The truthy evaluation (log-likelihood scoring) was the one long job without progress lines."""
+    from rulebound.preference_eval import preference_scores_hf
+
+    pairs = pd.DataFrame({"pair_id": ["p0", "p1", "p2"], "system": ["", "", ""], "prompt": ["Hi?", "Sky?", "Sea?"],
+                          "chosen": ["Hello.", "Blue.", "Wet."], "rejected": ["Go.", "Red.", "Dry."]})
+    with caplog.at_level(logging.INFO, logger="rulebound.preference_eval"):
+        preference_scores_hf(tiny_model_dir, pairs, batch_size=2, variant="tiny")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scored answers")]
+    assert lines and lines[-1].startswith("scored answers 6/6 (100%)")
