@@ -232,7 +232,8 @@ rule all:
 rule train_orpo:
     input: model=config["model"], train=config["train"]
     output: adapter=directory("results/{run}/adapter"), metrics="results/{run}/train/metrics.csv"
-    params: train=config["settings"], base="tiny", checkpoints="checkpoints/{run}", tracker="results/{run}/train/tracker"
+    params:
+        train=config["settings"], base="tiny", checkpoints="checkpoints/{run}", tracker="results/{run}/train/tracker"
     resources: gpu=1
     log: "logs/train_orpo/{run}.log"
     script: "%s/scripts/train_orpo.py"
@@ -259,8 +260,8 @@ def test_sigkill_after_the_first_checkpoint_then_a_rerun_resumes_and_matches(tmp
     run_root = tmp_path / "checkpoints" / "politeness"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and first.poll() is None:
-        done = [p for key in (run_root.iterdir() if run_root.is_dir() else []) for _, p, ok in ck.checkpoints(key) if ok]
-        if done:
+        keys = list(run_root.iterdir()) if run_root.is_dir() else []
+        if any(ok for key in keys for _, _, ok in ck.checkpoints(key)):
             break
         time.sleep(0.05)
     assert first.poll() is None, "training finished before it could be killed:\n" + first.stdout.read()

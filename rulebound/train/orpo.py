@@ -15,8 +15,8 @@ from rulebound.errors import ConfigError
 from rulebound.io import atomic_path, read_table, write_csv
 from rulebound.train.backend import LoraSettings, cuda_available, load_for_training, uses_fast_path
 from rulebound.train.card import write_model_card
-from rulebound.train.distributed import per_device_batch, save_on_main, unwrapped
 from rulebound.train.checkpoints import RunSetup, step_metrics
+from rulebound.train.distributed import per_device_batch, save_on_main, unwrapped
 from rulebound.train.sampling import with_grouped_batches
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from rulebound.errors import DataError
 from rulebound.io import atomic_path, read_table, write_csv
 from rulebound.train.backend import LoraSettings, cuda_available, load_for_training
 from rulebound.train.card import write_model_card
-from rulebound.train.distributed import per_device_batch, save_on_main, unwrapped
 from rulebound.train.checkpoints import RunSetup, step_metrics
+from rulebound.train.distributed import per_device_batch, save_on_main, unwrapped
 from rulebound.train.orpo import planned_steps
 
 log = logging.getLogger(__name__)
