@@ -16,8 +16,8 @@ import pandas as pd
 
 from rulebound.errors import ConfigError
 from rulebound.io import read_table
-from rulebound.train.distributed import per_device_batch
 from rulebound.train.checkpoints import RunSetup
+from rulebound.train.distributed import per_device_batch
 from rulebound.train.sft import as_messages, common_args, load_model, model_dtype, scratch_dir, train_and_save
 
 log = logging.getLogger(__name__)
