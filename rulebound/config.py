@@ -43,7 +43,8 @@ def _describe(error) -> str:
         return f"config key {key}: {error.message}; known keys here: {allowed}"
     if error.validator == "required":
         return f"config key {key}: {error.message}"
-    return f"config key {key} = {error.instance!r}: {error.message}"
+    hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+    return f"config key {key} = {error.instance!r}: {error.message}" + (f" ({hint})" if hint else "")
 
 
 def canonical(obj):

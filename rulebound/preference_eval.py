@@ -22,6 +22,7 @@ import pandas as pd
 
 from rulebound.errors import DataError, RuleboundError
 from rulebound.formatting import end_of_turn, messages_for
+from rulebound.progress import Progress
 from rulebound.stats import log_softmax, wilson_interval
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def hf_answer_logps(model, sequences: list[tuple[list[int], list[int]]], *, batc
 
     order = sorted(range(len(sequences)), key=lambda i: -(len(sequences[i][0]) + len(sequences[i][1])))
     out: list[tuple[float, int] | None] = [None] * len(sequences)
+    progress = Progress(len(sequences), "scored answers", log)
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
@@ -141,6 +143,7 @@ def hf_answer_logps(model, sequences: list[tuple[list[int], list[int]]], *, batc
             for r, i in enumerate(idx):
                 n_prompt, n_answer = len(sequences[i][0]), len(sequences[i][1])
                 out[i] = (float(token_logps[r, n_prompt - 1:n_prompt - 1 + n_answer].sum()), n_answer)
+            progress.update(len(idx))
     return out
 
 
@@ -192,6 +195,7 @@ def preference_scores_gguf(gguf_path: str | os.PathLike, pairs_df: pd.DataFrame,
         return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     chosen_scores, rejected_scores = [], []
+    progress = Progress(len(pairs), "scored pairs", log)
     for pair_id, prompt, good, bad in zip(pairs["pair_id"], prompts, chosen, rejected):
         prompt_ids, good_ids, bad_ids = ids(prompt), ids(good), ids(bad)
         if len(prompt_ids) + max(len(good_ids), len(bad_ids)) > n_ctx:
@@ -200,6 +204,7 @@ def preference_scores_gguf(gguf_path: str | os.PathLike, pairs_df: pd.DataFrame,
         good_score, bad_score = gguf_answer_logps(llm, prompt_ids, [good_ids, bad_ids])
         chosen_scores.append(good_score)
         rejected_scores.append(bad_score)
+        progress.update()
     log.info("%s: scored %d pairs with %s in %.1f s", variant, len(pairs), Path(gguf_path).name,
              time.perf_counter() - start)
     return _rows(pairs, chosen_scores, rejected_scores, variant)

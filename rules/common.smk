@@ -148,6 +148,18 @@ def run_base_source(wildcards):
     return config["models"][run_model(wildcards)]["source"]
 
 
+def run_checkpoints(wildcards):
+    """Where a run's trainer checkpoints live: under the workflow, outside the rule's outputs (Snakemake removes
+    those before a retry), one folder per hash of the run's settings and inputs (rulebound.train.checkpoints)."""
+    return f"checkpoints/{wildcards.run}"
+
+
+def run_tracker(wildcards):
+    """The experiment tracker's files (train.report_to) beside the run's metrics; not an output, so a retry
+    keeps the curves of earlier attempts."""
+    return f"results/{wildcards.run}/train/tracker"
+
+
 def run_inputs(wildcards):
     """A training rule's inputs: the run's data, the base model and the adapter it starts from, if any."""
     run = RUNS[wildcards.run]

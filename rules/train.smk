@@ -1,6 +1,7 @@
 # LoRA adapters: one rule per training method, for every run whose method it is (a run is an experiment's
 # training, or one of its methods: results/<run>/adapter). Unsloth where a CUDA GPU and the package are
-# present, transformers + PEFT otherwise.
+# present, transformers + PEFT otherwise. Each writes trainer checkpoints to checkpoints/<run>/<key>/ every
+# train.save_steps steps and resumes from the newest complete one on a rerun; they go once the adapter is written.
 
 
 rule train_orpo:
@@ -12,6 +13,8 @@ rule train_orpo:
     params:
         train=run_settings,
         base=run_base_source,
+        checkpoints=run_checkpoints,
+        tracker=run_tracker,
     wildcard_constraints:
         run=one_of(RUNS_BY_METHOD["orpo"]),
     resources:
@@ -35,6 +38,8 @@ rule train_sft:
     params:
         train=run_settings,
         base=run_base_source,
+        checkpoints=run_checkpoints,
+        tracker=run_tracker,
     wildcard_constraints:
         run=one_of(RUNS_BY_METHOD["sft"]),
     resources:
@@ -58,6 +63,8 @@ rule train_grpo:
     params:
         train=run_settings,
         base=run_base_source,
+        checkpoints=run_checkpoints,
+        tracker=run_tracker,
     wildcard_constraints:
         run=one_of(RUNS_BY_METHOD["grpo"]),
     resources:

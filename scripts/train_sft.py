@@ -16,4 +16,6 @@ train(
     cfg=snakemake.params.train,
     experiment=snakemake.wildcards.run,
     threads=snakemake.threads,
+    checkpoint_root=snakemake.params.checkpoints,  # resumed from on a rerun after a crash or time limit
+    tracker_dir=snakemake.params.tracker,
 )

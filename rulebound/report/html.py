@@ -131,6 +131,19 @@ def conformance_section(path) -> list[str]:
                                                            "examples") + "</details>"]
 
 
+def tracker_section(metrics: dict, out_html: str | os.PathLike) -> list[str]:
+    """Links to each run's tracker files (``train.report_to``, ``results/<run>/train/tracker/`` beside its
+    metrics.csv), where a run wrote any; relative to the page, so the folder can be moved as a whole."""
+    links = []
+    for run, csv in (metrics or {}).items():
+        tracker = Path(csv).parent / "tracker"
+        if tracker.is_dir() and any(p.is_file() for p in tracker.rglob("*")):
+            href = os.path.relpath(tracker, Path(out_html).parent)
+            links.append(f'<li><a href="{html.escape(href)}/">{html.escape(run)}</a>: <code>tensorboard --logdir '
+                         f"{html.escape(str(tracker))}</code> (or the tracker the run used)</li>")
+    return [f"<h3>Tracker files</h3><ul>{''.join(links)}</ul>"] if links else []
+
+
 def render_html(experiments: dict[str, dict], out_html: str | os.PathLike) -> None:
     """One self-contained page, one section per experiment (in the order given), laid out by its task.
 
@@ -147,6 +160,7 @@ def render_html(experiments: dict[str, dict], out_html: str | os.PathLike) -> No
         body.append(f'<section id="{html.escape(name)}"><h2>{html.escape(heading)}</h2>')
         body += registry.get(task).html_section(entry)
         body += conformance_section(entry.get("conformance"))
+        body += tracker_section(entry.get("metrics"), out_html)
         body.append("</section>")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>rulebound report</title>'
             f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -16,8 +16,8 @@ import pandas as pd
 
 from rulebound.errors import ConfigError
 from rulebound.io import read_table
+from rulebound.train.checkpoints import RunSetup
 from rulebound.train.distributed import per_device_batch
-from rulebound.train.metrics import MetricsRecorder
 from rulebound.train.sft import as_messages, common_args, load_model, model_dtype, scratch_dir, train_and_save
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,12 @@ def kl_beta(cfg: dict) -> float:
     return float(cfg.get("kl_beta", cfg.get("beta", 0.0)))
 
 
-def grpo_args(cfg: dict, output_dir: str, dtype, n_prompts: int | None = None):
+def grpo_args(cfg: dict, output_dir: str, dtype, n_prompts: int | None = None, **overrides):
     from trl import GRPOConfig
 
     per_device, generations = batch_shape(cfg, n_prompts)
     return GRPOConfig(
-        **common_args(cfg, output_dir, dtype),
+        **{**common_args(cfg, output_dir, dtype), **overrides},
         per_device_train_batch_size=per_device,
         num_generations=generations,
         max_completion_length=int(cfg.get("max_completion_length", 32)),
@@ -164,6 +164,8 @@ def train_grpo(
     experiment: str,
     threads: int = 1,
     init_adapter: str | None = None,
+    checkpoint_root: str | None = None,
+    tracker_dir: str | None = None,
 ) -> pd.DataFrame:
     """Train a LoRA adapter with GRPO on the configured rewards; write the adapter and per-step metrics.
 
@@ -186,18 +188,22 @@ def train_grpo(
     if fast:
         from rulebound.train.grpo_fast import FastGRPOTrainer as GRPOTrainer
         backend = "transformers (fast GRPO: static-cache CUDA-graph sampling, chunked log-probs)"
-    recorder, scratch = MetricsRecorder(), scratch_dir("grpo", experiment)
+    scratch = scratch_dir("grpo", experiment)
     try:
-        args = grpo_args(cfg, scratch, model_dtype(model), len(dataset))
+        run = RunSetup(cfg, run_name=experiment, scratch=scratch, checkpoint_root=checkpoint_root,
+                       tracker_dir=tracker_dir, key_inputs=dict(data=prompts_parquet, base_model=base_model,
+                                                                model_dir=model_dir, init_adapter=init_adapter))
+        args = grpo_args(cfg, run.output_dir, model_dtype(model), len(dataset), **run.args)
         trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=[recorder])
+                              processing_class=tokenizer, callbacks=run.callbacks(log, "reward"))
+        planned = planned_grpo_steps(len(dataset), args)
         log.info("GRPO: %d prompts; per step %d prompts x %d generations; %d planned steps; rewards=%s; init=%s; "
                  "backend=%s", len(dataset), args.per_device_train_batch_size * args.world_size // args.num_generations,
-                 args.num_generations, planned_grpo_steps(len(dataset), args),
+                 args.num_generations, planned,
                  [f.__name__ for f in rewards], init_adapter or "fresh LoRA", backend)
         card = dict(base_model=base_model, experiment=experiment, cfg=cfg, backend=backend, method="grpo")
-        return train_and_save(trainer, recorder, tokenizer, adapter_dir=adapter_dir, metrics_csv=metrics_csv,
-                              card=card)
+        return train_and_save(trainer, run, tokenizer, adapter_dir=adapter_dir, metrics_csv=metrics_csv,
+                              card=card, planned=planned)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -15,8 +15,8 @@ from rulebound.errors import ConfigError
 from rulebound.io import atomic_path, read_table, write_csv
 from rulebound.train.backend import LoraSettings, cuda_available, load_for_training, uses_fast_path
 from rulebound.train.card import write_model_card
+from rulebound.train.checkpoints import RunSetup, step_metrics
 from rulebound.train.distributed import per_device_batch, save_on_main, unwrapped
-from rulebound.train.metrics import MetricsRecorder
 from rulebound.train.sampling import with_grouped_batches
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,13 @@ def load_preference_data(path: str | os.PathLike):
     return Dataset.from_pandas(df[list(PREFERENCE_COLUMNS)].reset_index(drop=True), preserve_index=False), groups
 
 
-def orpo_args(cfg: dict, output_dir: str, dtype, threads: int):
-    """Build TRL's ORPOConfig from the experiment's ``train`` section."""
+def orpo_args(cfg: dict, output_dir: str, dtype, threads: int, **overrides):
+    """Build TRL's ORPOConfig from the experiment's ``train`` section; ``overrides`` (checkpoints, tracker) win."""
     import torch
     from trl.experimental.orpo import ORPOConfig
 
     on_gpu = cuda_available()
-    return ORPOConfig(
+    return ORPOConfig(**{**dict(
         output_dir=output_dir,
         max_steps=int(cfg.get("max_steps", -1)),
         num_train_epochs=float(cfg.get("epochs", 1)),
@@ -68,7 +68,7 @@ def orpo_args(cfg: dict, output_dir: str, dtype, threads: int):
         dataloader_num_workers=0,
         dataset_num_proc=None,
         disable_tqdm=True,
-    )
+    ), **overrides})
 
 
 def planned_steps(rows: int, args) -> int:
@@ -109,8 +109,13 @@ def train_orpo(
     cfg: dict,
     experiment: str,
     threads: int = 1,
+    checkpoint_root: str | None = None,
+    tracker_dir: str | None = None,
 ) -> pd.DataFrame:
-    """Train a LoRA adapter with ORPO; write the adapter folder and per-step metrics atomically."""
+    """Train a LoRA adapter with ORPO; write the adapter folder and per-step metrics atomically.
+
+    ``checkpoint_root``: checkpoints every ``save_steps`` under it, resumed on a rerun (rulebound.train.checkpoints);
+    ``tracker_dir``: where ``report_to``'s files go (rulebound.train.trackers)."""
     import torch
     from transformers import set_seed
 
@@ -133,10 +138,12 @@ def train_orpo(
     if fast:
         backend = "transformers (fast path: shared prompts, flex attention, compiled layers)"
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.uint8)
-    recorder = MetricsRecorder()
-    scratch = tempfile.mkdtemp(prefix=f"rulebound-train-{experiment}-")
+    scratch = tempfile.mkdtemp(prefix=f"rulebound-train-{experiment.replace('/', '-')}-")
     try:
-        args = orpo_args(cfg, scratch, dtype, threads)
+        run = RunSetup(cfg, run_name=experiment, scratch=scratch, checkpoint_root=checkpoint_root,
+                       tracker_dir=tracker_dir, key_inputs=dict(data=train_parquet, base_model=base_model,
+                                                                model_dir=model_dir))
+        args = orpo_args(cfg, run.output_dir, dtype, threads, **run.args)
         cls = trainer_class(cfg.get("trainer", "trl"))
         if cfg.get("pair_batches", True) and groups is not None:
             cls = with_grouped_batches(cls, groups, int(cfg.get("seed", 3407)))
@@ -146,13 +153,14 @@ def train_orpo(
         extra = {"nll_scope": scope} if is_fused else {}
         if fast:
             extra.update(prefix_sharing=True, chunk_elements=2**25)
-        trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[recorder],
-                      **extra)
-        log.info("ORPO: %d rows, %d planned steps, trainer=%s, backend=%s", len(dataset),
-                 planned_steps(len(dataset), args), cls.__name__, backend)
-        result = trainer.train()
+        trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      callbacks=run.callbacks(log, "rewards/accuracies"), **extra)
+        planned = planned_steps(len(dataset), args)
+        log.info("ORPO: %d rows, %d planned steps, trainer=%s, backend=%s", len(dataset), planned, cls.__name__,
+                 backend)
+        result = run.train(trainer, planned)
         log.info("train summary: %s", result.metrics)
-        metrics = recorder.frame()
+        metrics = step_metrics(trainer.state.log_history)
         with save_on_main(trainer) as (main, state):  # rank 0 writes; one process: always
             if main:
                 with atomic_path(adapter_dir, is_dir=True) as tmp:
@@ -163,6 +171,7 @@ def train_orpo(
                         trainer=cls.__name__, metrics=metrics, summary=result.metrics,
                     )
                 write_csv(metrics, metrics_csv)
+        run.finish()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return metrics

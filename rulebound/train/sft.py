@@ -19,8 +19,8 @@ from rulebound.errors import DataError
 from rulebound.io import atomic_path, read_table, write_csv
 from rulebound.train.backend import LoraSettings, cuda_available, load_for_training
 from rulebound.train.card import write_model_card
+from rulebound.train.checkpoints import RunSetup, step_metrics
 from rulebound.train.distributed import per_device_batch, save_on_main, unwrapped
-from rulebound.train.metrics import MetricsRecorder
 from rulebound.train.orpo import planned_steps
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,13 @@ def common_args(cfg: dict, output_dir: str, dtype) -> dict:
     )
 
 
-def sft_args(cfg: dict, output_dir: str, dtype):
-    """TRL's SFTConfig: conversational prompt-completion rows, loss on the completion only."""
+def sft_args(cfg: dict, output_dir: str, dtype, **overrides):
+    """TRL's SFTConfig: conversational prompt-completion rows, loss on the completion only; ``overrides``
+    (checkpoints, tracker) win over common_args."""
     from trl import SFTConfig
 
     return SFTConfig(
-        **common_args(cfg, output_dir, dtype),
+        **{**common_args(cfg, output_dir, dtype), **overrides},
         per_device_train_batch_size=per_device_batch(cfg),  # the config's batch over the processes
         max_length=int(cfg.get("max_length", 256)),
         completion_only_loss=True,
@@ -116,13 +117,14 @@ def sft_args(cfg: dict, output_dir: str, dtype):
     )
 
 
-def build_sft_trainer(model, tokenizer, dataset, cfg: dict, output_dir: str, callbacks=(), fast: bool = False):
+def build_sft_trainer(model, tokenizer, dataset, cfg: dict, output_dir: str, callbacks=(), fast: bool = False,
+                      args_overrides: dict | None = None):
     """An SFTTrainer over ``dataset``; its train_dataset holds the tokenized rows with prompt labels at -100.
 
     ``fast``: rulebound.train.sft_fast.FastSFTTrainer (each batch packed into one row, same loss)."""
     from trl import SFTTrainer
 
-    args = sft_args(cfg, output_dir, model_dtype(model))
+    args = sft_args(cfg, output_dir, model_dtype(model), **(args_overrides or {}))
     if fast:
         from rulebound.train.sft_fast import FastSFTTrainer
 
@@ -154,12 +156,13 @@ def load_model(model_dir: str, cfg: dict, init_adapter: str | None = None, **opt
     )
 
 
-def train_and_save(trainer, recorder: MetricsRecorder, tokenizer, *, adapter_dir: str, metrics_csv: str,
-                   card: dict) -> pd.DataFrame:
-    """Train, then write the adapter folder (weights, tokenizer, card) and the per-step metrics atomically."""
-    result = trainer.train()
+def train_and_save(trainer, run: RunSetup, tokenizer, *, adapter_dir: str, metrics_csv: str, card: dict,
+                   planned: int) -> pd.DataFrame:
+    """Train (from the newest checkpoint, where there is one), then write the adapter folder (weights, tokenizer,
+    card) and the per-step metrics atomically; the run's checkpoints go once the adapter is written."""
+    result = run.train(trainer, planned)
     log.info("%s summary: %s", type(trainer).__name__, result.metrics)
-    metrics = recorder.frame()
+    metrics = step_metrics(trainer.state.log_history)
     model = unwrapped(trainer)
     card = {**card, "cfg": {**card["cfg"], "lora": lora_shape(model)}}  # an init adapter's, where one was
     with save_on_main(trainer) as (main, state):  # rank 0 writes; one process: always
@@ -171,6 +174,7 @@ def train_and_save(trainer, recorder: MetricsRecorder, tokenizer, *, adapter_dir
                 write_model_card(Path(tmp), trainer=type(trainer).__name__, metrics=metrics, summary=result.metrics,
                                  **card)
             write_csv(metrics, metrics_csv)
+    run.finish()
     return metrics
 
 
@@ -196,8 +200,12 @@ def train_sft(
     cfg: dict,
     experiment: str,
     threads: int = 1,
+    checkpoint_root: str | None = None,
+    tracker_dir: str | None = None,
 ) -> pd.DataFrame:
-    """Train a LoRA adapter with SFT on prompt-completion chats; write the adapter and per-step metrics."""
+    """Train a LoRA adapter with SFT on prompt-completion chats; write the adapter and per-step metrics.
+
+    ``checkpoint_root`` and ``tracker_dir`` as in rulebound.train.orpo.train_orpo."""
     import torch
     from transformers import set_seed
 
@@ -212,14 +220,19 @@ def train_sft(
                                               if fast else {}))
     if fast:
         backend = "transformers (fast SFT: packed rows, flex attention, compiled layers)"
-    recorder, scratch = MetricsRecorder(), scratch_dir("sft", experiment)
+    scratch = scratch_dir("sft", experiment)
     try:
-        trainer = build_sft_trainer(model, tokenizer, dataset, cfg, scratch, callbacks=[recorder], fast=fast)
+        run = RunSetup(cfg, run_name=experiment, scratch=scratch, checkpoint_root=checkpoint_root,
+                       tracker_dir=tracker_dir, key_inputs=dict(data=train_parquet, base_model=base_model,
+                                                                model_dir=model_dir))
+        trainer = build_sft_trainer(model, tokenizer, dataset, cfg, run.output_dir,
+                                    callbacks=run.callbacks(log, "mean_token_accuracy"), fast=fast,
+                                    args_overrides=run.args)
+        planned = planned_steps(len(trainer.train_dataset), trainer.args)
         log.info("SFT: %d rows (%d after tokenizing and length checks), %d planned steps, backend=%s",
-                 len(dataset), len(trainer.train_dataset), planned_steps(len(trainer.train_dataset), trainer.args),
-                 backend)
+                 len(dataset), len(trainer.train_dataset), planned, backend)
         card = dict(base_model=base_model, experiment=experiment, cfg=cfg, backend=backend, method="sft")
-        return train_and_save(trainer, recorder, tokenizer, adapter_dir=adapter_dir, metrics_csv=metrics_csv,
-                              card=card)
+        return train_and_save(trainer, run, tokenizer, adapter_dir=adapter_dir, metrics_csv=metrics_csv,
+                              card=card, planned=planned)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
