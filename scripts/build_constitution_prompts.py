@@ -10,7 +10,7 @@ log = setup_logging(snakemake.log[0])
 rules, problems = parse_rules(snakemake.params.rules)
 assert not problems, problems  # the config check has run before any job
 data = snakemake.params.data
-spec = PromptSpec(requests=data["requests"], seed=data["seed"], test_fraction=data["test_fraction"],
+spec = PromptSpec(requests=data["requests"], max_examples=data["max_examples"], seed=data["seed"], test_fraction=data["test_fraction"],
                   multiturn_fraction=data["multiturn_fraction"], bank=data["bank"], wrappers=data["wrappers"],
                   followups=tuple(data["followups"]))
 prompts = build_prompts(rules, spec)

@@ -56,9 +56,9 @@ class ConstitutionTask(Task):
         return problems + parse_rules(raw, f"{where}.{label}")[1]
 
     def runs(self, name, exp):
-        train = dict(exp["train"])
+        train = exp["train"]  # the config's own mapping: the config check resolves nll_scope in it
         if train["method"] == "grpo":
-            train["rewards"] = _with_rules(train["rewards"], rule_dicts(exp))
+            train = {**train, "rewards": _with_rules(train["rewards"], rule_dicts(exp))}
             return [Run(name=name, experiment=name, method="grpo", settings=train,
                         data={"prompts": f"results/{name}/data/grpo_prompts.parquet"})]
         return [Run(name=name, experiment=name, method=train["method"], settings=train,

@@ -42,6 +42,7 @@ class PromptSpec:
     """What ``build_prompts`` generates (config ``data:``)."""
 
     requests: int = 150  # bank requests that trigger no rule
+    max_examples: int | None = None  # example requests per rule (None: all of them)
     seed: int = 0
     test_fraction: float = 0.2
     multiturn_fraction: float = 0.15
@@ -128,7 +129,10 @@ def build_prompts(rules: list[Rule], spec: PromptSpec) -> pd.DataFrame:
                           "that trigger no rule; lower data.requests")
     pools = {"": rng.sample(bank, spec.requests)}
     for rule in rules:
-        pools[rule.name] = [r for r in example_requests(rule) if all(r not in p for p in pools.values())]
+        examples = [r for r in example_requests(rule) if all(r not in p for p in pools.values())]
+        if spec.max_examples is not None and len(examples) > spec.max_examples:
+            examples = rng.sample(examples, spec.max_examples)
+        pools[rule.name] = examples
     test = set()
     for requests in pools.values():  # every pool keeps its share of held-out requests
         test |= _split(requests, spec.test_fraction, rng)
