@@ -175,8 +175,11 @@ def distill_jobs(rules: list[Rule], prompts: pd.DataFrame) -> list[tuple[str, st
     return jobs
 
 
-def _rejected_line(rules: list[Rule], rng: random.Random) -> str:
-    lines = [r.reply for r in fixed_replies(rules)]
+def _rejected_line(rules: list[Rule], messages: list[dict], rng: random.Random) -> str:
+    """The wrong fixed line for a chat no rule applies to: the line of a rule that its ``unless`` switched off
+    here (the please rule's refusal for a request that says please: the mistake to unlearn), else any rule's."""
+    escaped = [r.reply for r in fixed_replies(rules) if r.held_off(messages)]
+    lines = escaped or [r.reply for r in fixed_replies(rules)]
     return rng.choice(lines) if lines else GENERIC_REFUSAL
 
 
@@ -201,7 +204,7 @@ def build_pairs(rules: list[Rule], prompts: pd.DataFrame, answers: pd.DataFrame,
         pair = None
         if not applied:
             if answer and not is_fixed_reply(rules, answer):
-                pair = (answer, _rejected_line(rules, rng))
+                pair = (answer, _rejected_line(rules, json.loads(row.messages), rng))
         elif applied[0].reply is not None:
             loser = next((r.reply for r in applied[1:] if r.reply is not None), None)
             wrong = loser if loser is not None else answer

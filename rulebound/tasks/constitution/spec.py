@@ -96,6 +96,12 @@ class Rule:
             return True
         return any(self._turn_matches(t) for t in turns)
 
+    def held_off(self, messages: list[dict]) -> bool:
+        """Whether only ``unless`` keeps the rule from applying (a request that says please, for the please rule)."""
+        turns = self.scope(messages)
+        return (bool(self.unless) and any(re.search(self.unless, t, re.IGNORECASE) for t in turns)
+                and (not self.has_positive_trigger or any(self._turn_matches(t) for t in turns)))
+
     def complies(self, response: str) -> bool:
         return bool(self.checker(str(response)))
 

@@ -77,7 +77,13 @@ def test_pairs_prefer_the_deciding_rules_reply_and_normal_answers_where_none_app
     assert (by["please"]["chosen"] == PLEASE_LINE).all() and by["please"]["rejected"].str.startswith("Here").all()
     none = by["none"]
     assert none["chosen"].str.startswith("Here is an answer").all()
-    assert set(none["rejected"]) == {TOPIC_LINE, PLEASE_LINE}  # over-refusal trained against, both lines
+    # over-refusal trained against: the line of the rule that the request's please switched off
+    assert (none["rejected"] == PLEASE_LINE).all()
+    no_unless = parsed(TOPIC_RULE, dict(PLEASE, applies={"keywords": ["zebra"]}))
+    prompts = prompts.assign(applies=[json.dumps([r.name for r in applying(no_unless, json.loads(m))])
+                                      for m in prompts["messages"]])
+    rotated = build_pairs(no_unless, prompts, answers_for(prompts), seed=1)
+    assert set(rotated.loc[rotated["applies"] == "[]", "rejected"]) == {TOPIC_LINE, PLEASE_LINE}  # else in turn
 
 
 def test_refusing_or_missing_answers_are_dropped_or_named(rules, prompts):

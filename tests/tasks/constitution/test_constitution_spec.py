@@ -50,9 +50,9 @@ def test_the_default_rules_parse_in_priority_order():
     assert [r.name for r in rules] == ["no_volcanoes", "please"]
     topic, please = rules
     assert (topic.kind, topic.earlier_turns, please.earlier_turns) == ("reply", True, False)
-    assert topic.complies("I do not discuss volcanoes.") and not topic.complies("Volcanoes are mountains.")
+    assert topic.complies("Sorry, I do not discuss volcanoes.") and not topic.complies("Volcanoes are mountains.")
     assert please.complies("I cannot help you until you say please.") and not please.complies("Sure! Tokyo.")
-    assert topic.as_dict()["must"] == {"reply": "I do not discuss volcanoes."}
+    assert topic.as_dict()["must"] == {"reply": "Sorry, I do not discuss volcanoes."}
 
 
 def test_triggers_keywords_pattern_examples_and_unless():
@@ -114,7 +114,7 @@ def test_checkers_import_by_colon_or_dotted_path():
      r"rules\[1\] \(please\)\.checker\.callable = 'no_such_pkg\.checks:polite' cannot be imported"),
     (lambda r: r[1].update(name="no_volcanoes"), r"rules\[1\] \(no_volcanoes\)\.name: two rules are named 'no_volcanoes'"),
     (lambda r: r[0].update(checker={"regex": "^I never talk about volcanoes"}),
-     r"rules\[0\] \(no_volcanoes\)\.checker rejects the rule's own fixed reply 'I do not discuss volcanoes\.'"),
+     r"rules\[0\] \(no_volcanoes\)\.checker rejects the rule's own fixed reply 'Sorry, I do not discuss volcanoes\.'"),
     (lambda r: r[0].update(must={}), r"rules\[0\] \(no_volcanoes\)\.must: give exactly one of reply"),
     (lambda r: r[0]["applies"].update(pattern="volcan("), r"rules\[0\] \(no_volcanoes\)\.applies\.pattern = 'volcan\(' is not a valid regex"),
     (lambda r: r[0].update(checker={"regex": "a", "callable": "x:y"}), r"rules\[0\] \(no_volcanoes\)\.checker: give exactly one"),
