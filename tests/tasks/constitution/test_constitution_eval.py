@@ -99,3 +99,11 @@ def test_the_report_section_shows_rules_summary_and_examples(rules, tmp_path):
                                  "rules": [tmp_path / "rules.json"]}))
     assert "no_volcanoes" in html and "rule:please" in html and "over-refusal" in html
     assert "Tell me more, please." in html and "I do not discuss volcanoes." in html
+
+
+def test_the_bar_needs_the_adapter_and_q4_k_m(tmp_path):
+    from rulebound.quality import check_run
+
+    exp = {"task": "constitution", "rules": [TOPIC, PLEASE], "evaluate": {"variants": ["base", "F16"]}}
+    [check] = check_run({"experiments": {"constitution": exp}}, tmp_path)
+    assert not check.passed and "adapter and Q4_K_M" in check.bar
