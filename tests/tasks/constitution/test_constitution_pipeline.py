@@ -66,13 +66,14 @@ def test_a_bad_rule_stops_snakemake_before_any_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_tiny_constitution_runs_end_to_end(tmp_path, tiny_model_dir):
-    """Smoke-sized settings on the tiny random model: data, training, export, every variant's evaluation."""
+def test_a_tiny_constitution_runs_end_to_end(tmp_path, embedded_model_dir):
+    """Smoke-sized settings on the embedded model (the tiny random one writes only empty answers to distil):
+    data, training, export, every variant's evaluation."""
     exp = copy.deepcopy(DEFAULT["experiments"]["constitution"])
     for key, value in SMOKE["experiments"]["constitution"].items():
         exp[key] = {**exp.get(key, {}), **value} if isinstance(value, dict) else value
-    exp["model"] = "tiny"
-    write_config(tmp_path, {"constitution": exp}, models={"tiny": {"source": str(tiny_model_dir)}})
+    exp["model"] = "smol"
+    write_config(tmp_path, {"constitution": exp}, models={"smol": {"source": str(embedded_model_dir)}})
     target = "results/constitution/eval/summary.csv"
     proc = snakemake(tmp_path, target, "results/constitution/report/eval.png")
     logs = "\n".join(p.read_text()[-1500:] for p in sorted((tmp_path / "logs").rglob("*.log")))
