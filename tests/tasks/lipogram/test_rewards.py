@@ -47,9 +47,9 @@ def test_resolve_binds_parameters():
     assert curriculum(["Dog"], 0.5) == pytest.approx([(3 - 40) / 40])
     assert curriculum(["Dog"], 0.5) == length_curriculum(["Dog"], progress=0.5, start_len=20, ramp=40)
     assert resolved[0][1](SEED_OUTPUTS, 0.0) == [3.0] * 5
-    # the shape rewards, and the lipogram task's own (the registry collects every task's rewards)
+    # the shape rewards, and the lipogram's and the constitution's own (the registry collects every task's)
     assert set(available()) == {"no_e", "short_penalty", "length_curriculum", "no_repeat", "complete_sentence",
-                                "on_topic"}
+                                "on_topic", "constitution"}
 
 
 def test_no_e_bans_the_configured_letter():
@@ -84,7 +84,7 @@ def test_a_reward_that_reads_prompts_gets_them_bound():
 
 
 def test_unknown_reward_lists_the_available_ones():
-    available_first = r"Unknown reward 'no_f'; available rewards: no_e, on_topic, short_penalty, length_curriculum"
+    available_first = r"Unknown reward 'no_f'; available rewards: constitution, no_e, on_topic, short_penalty, length_curriculum"
     with pytest.raises(ConfigError, match=available_first):
         resolve_rewards(["no_f"])
 
