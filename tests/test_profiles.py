@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_RULES = {"distill_answers", "train_orpo", "merge_adapter", "evaluate_hf", "distill_lipograms", "train_sft",
-             "train_grpo", "distill_constitution"}
+             "train_grpo"}  # and distill_constitution, in presets/constitution.yaml's experiment
 SLURM_ENV = {"RULEBOUND_SLURM_ACCOUNT": "acct42", "RULEBOUND_GPU_PARTITION": "a100q", "RULEBOUND_CPU_PARTITION": "cpuq"}
 
 

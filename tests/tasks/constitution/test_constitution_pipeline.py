@@ -16,7 +16,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
-SMOKE = yaml.safe_load((REPO / "tests" / "smoke" / "config.yaml").read_text())
+DEFAULT["experiments"].update(yaml.safe_load((REPO / "presets" / "constitution.yaml").read_text())["experiments"])
+SMOKE = {"experiments": {"constitution": yaml.safe_load(
+    (Path(__file__).resolve().parent / "smoke.yaml").read_text())}}  # smoke-sized settings over the preset's
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
