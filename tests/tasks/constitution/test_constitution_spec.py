@@ -15,6 +15,7 @@ from rulebound.tasks.constitution.spec import applying, complies, import_callabl
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
+DEFAULT["experiments"].update(yaml.safe_load((REPO / "presets" / "constitution.yaml").read_text())["experiments"])
 
 TOPIC = {"name": "no_volcanoes",
          "applies": {"pattern": r"volcan|\blava\b", "examples": ["Why do volcanoes erupt?"], "earlier_turns": True},
