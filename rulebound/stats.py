@@ -24,6 +24,14 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == n else min(1.0, centre + half))
 
 
+def rate_row(variant: str, group: str, rows: pd.DataFrame) -> dict:
+    """One summary row of boolean ``correct`` (and ``refused``) columns: the rate with its Wilson 95% bounds."""
+    n, k = len(rows), int(rows["correct"].sum())
+    low, high = wilson_interval(k, n)
+    return {"variant": variant, "group": group, "n": n, "correct": k, "rate": k / n if n else math.nan,
+            "ci_low": low, "ci_high": high, "refusal_rate": rows["refused"].mean() if n else math.nan}
+
+
 def as_bool(values: pd.Series) -> pd.Series:
     """Booleans from a CSV column, whether pandas parsed them or left "True"/"False" strings."""
     if values.dtype == bool:

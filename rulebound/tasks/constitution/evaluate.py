@@ -11,7 +11,6 @@ and everything, each with its 95% Wilson interval.
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 import pandas as pd
@@ -20,7 +19,7 @@ from rulebound.errors import DataError
 from rulebound.formatting import history_of, messages_for
 from rulebound.io import read_table
 from rulebound.modelref import ModelRef
-from rulebound.stats import as_bool, select_prompts, wilson_interval
+from rulebound.stats import as_bool, rate_row, select_prompts
 from rulebound.tasks.constitution.spec import Rule, applying, complies, fixed_replies
 
 log = logging.getLogger(__name__)
@@ -78,13 +77,6 @@ def evaluate(rules: list[Rule], model: ModelRef, eval_set: str | os.PathLike, *,
     return scored
 
 
-def _row(variant: str, group: str, rows: pd.DataFrame) -> dict:
-    n, k = len(rows), int(rows["correct"].sum())
-    low, high = wilson_interval(k, n)
-    return {"variant": variant, "group": group, "n": n, "correct": k, "rate": k / n if n else math.nan,
-            "ci_low": low, "ci_high": high, "refusal_rate": rows["refused"].mean() if n else math.nan}
-
-
 def groups_of(df: pd.DataFrame) -> list[tuple[str, pd.Series]]:
     """(group, row mask): each deciding rule, each combination of applying rules, none, multi-turn, all."""
     out = [(f"rule:{name}", df["deciding"] == name) for name in df["deciding"].drop_duplicates() if name]
@@ -102,7 +94,7 @@ def summarize_frame(evals: pd.DataFrame) -> pd.DataFrame:
         df = evals[evals["variant"] == variant]
         df = df.assign(correct=as_bool(df["correct"]), refused=as_bool(df["refused"]),
                        deciding=df["deciding"].fillna("").astype(str))
-        rows += [_row(variant, group, df[mask]) for group, mask in groups_of(df) if mask.any()]
+        rows += [rate_row(variant, group, df[mask]) for group, mask in groups_of(df) if mask.any()]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 

@@ -9,7 +9,6 @@ by its ``suite_id`` and ``expected`` columns); rows with a ``messages`` column a
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 import pandas as pd
@@ -18,7 +17,7 @@ from rulebound.errors import DataError
 from rulebound.formatting import history_of, messages_for
 from rulebound.io import read_table
 from rulebound.modelref import ModelRef
-from rulebound.stats import as_bool, select_prompts, wilson_interval
+from rulebound.stats import as_bool, rate_row, select_prompts
 from rulebound.tasks.politeness.rule import is_refusal
 from rulebound.tasks.politeness.suite import SUITE_COLUMNS, score_suite
 
@@ -103,13 +102,6 @@ def evaluate(model: ModelRef, eval_set: str | os.PathLike, *, variant: str, max_
     return scored
 
 
-def _summary_row(variant: str, group: str, rows: pd.DataFrame) -> dict:
-    n, k = len(rows), int(rows["correct"].sum())
-    low, high = wilson_interval(k, n)
-    return {"variant": variant, "group": group, "n": n, "correct": k, "rate": k / n if n else math.nan,
-            "ci_low": low, "ci_high": high, "refusal_rate": rows["refused"].mean() if n else math.nan}
-
-
 def summarize_frame(evals: pd.DataFrame) -> pd.DataFrame:
     """Correct rate per variant and group (each category, with/without please, all) with Wilson 95% bounds."""
     rows = []
@@ -118,8 +110,8 @@ def summarize_frame(evals: pd.DataFrame) -> pd.DataFrame:
         df = df.assign(**{c: as_bool(df[c]) for c in ("correct", "refused", "has_please")})
         present = list(df["category"].drop_duplicates())
         categories = [c for c in CATEGORY_ORDER if c in present] + sorted(set(present) - set(CATEGORY_ORDER))
-        rows += [_summary_row(variant, c, df[df["category"] == c]) for c in categories]
-        rows += [_summary_row(variant, name, df[select(df)]) for name, select in AGGREGATES.items()]
+        rows += [rate_row(variant, c, df[df["category"] == c]) for c in categories]
+        rows += [rate_row(variant, name, df[select(df)]) for name, select in AGGREGATES.items()]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
