@@ -46,8 +46,9 @@ def with_system(conversations: list[list[dict]], system_prompt: str | None) -> l
             for c in conversations]
 
 
-def load_hf_model(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None = None):
-    """Model (fp32, eval mode; on the GPU where there is one) and tokenizer (left padding, pad token set)."""
+def load_hf_model(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike | None = None, *, dtype=None):
+    """Model (fp32 unless ``dtype`` says otherwise, eval mode; on the GPU where there is one) and tokenizer (left
+    padding, pad token set)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -57,7 +58,7 @@ def load_hf_model(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike |
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype or torch.float32)
     if torch.cuda.is_available():  # the GPU profiles' machines: same fp32 weights, on the GPU
         model.to("cuda")
     if adapter_dir is not None:
@@ -69,7 +70,7 @@ def load_hf_model(model_dir: str | os.PathLike, adapter_dir: str | os.PathLike |
     return model, tokenizer
 
 
-def _stop_ids(model, tokenizer) -> list[int]:
+def stop_ids(model, tokenizer) -> list[int]:
     ids = model.generation_config.eos_token_id
     ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
@@ -120,7 +121,7 @@ def _generate_sorted(model, tokenizer, conversations: list[list[dict]], *, max_n
     # The template already holds BOS where the model wants one; add_special_tokens would double it.
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # similar lengths share a batch: less padding
-    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=_stop_ids(model, tokenizer),
+    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop_ids(model, tokenizer),
                               pad_token_id=tokenizer.pad_token_id)
     replies: list[str | None] = [None] * len(texts)
     start = time.perf_counter()

@@ -250,16 +250,20 @@ def gguf_variants_of(run):
 
 def conformance_files(wildcards):
     """Every exported GGUF of the experiment as the conformance check loads it: the file, the GGUF llama.cpp opens
-    (the base model's F16 GGUF under the LoRA GGUF), the LoRA, and the file's Modelfile."""
+    (the base model's F16 GGUF under the LoRA GGUF), the LoRA, the file's Modelfile, and the HF model it was
+    exported from (the merged folder; the base folder and the adapter for the LoRA GGUF)."""
     exp = wildcards.experiment
     files = []
     for r in TASK[exp].exported_runs(exp, config["experiments"][exp]):
         for v in gguf_variants_of(r):
             gguf, lora = paths.gguf_path(RUNS[r], v), None
+            reference, adapter = paths.merged_dir(r), None
             if v == "lora-F16":
                 gguf, lora = paths.base_gguf(config["experiments"][exp]["model"]), gguf
+                reference, adapter = paths.base_model_dir(config["experiments"][exp]["model"]), paths.adapter_dir(r)
             files.append({"file": paths.gguf_path(RUNS[r], v), "gguf": gguf, "lora": lora,
-                          "modelfile": paths.modelfile_path(RUNS[r], v)})
+                          "modelfile": paths.modelfile_path(RUNS[r], v), "reference": reference,
+                          "reference_adapter": adapter})
     return files
 
 
@@ -267,6 +271,7 @@ def conformance_inputs(wildcards):
     files = conformance_files(wildcards)
     return {"ggufs": sorted({f[k] for f in files for k in ("gguf", "lora") if f[k]}),
             "modelfiles": [f["modelfile"] for f in files], "tokenizer": base_model_dir(wildcards),
+            "references": sorted({f[k] for f in files for k in ("reference", "reference_adapter") if f[k]}),
             "eval_set": TASK[wildcards.experiment].eval_set(wildcards.experiment, exp_config(wildcards))}
 
 

@@ -5,15 +5,16 @@ declared output."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
 from rulebound.errors import RuleboundError
 from rulebound.export.conformance import (
-    CHECKS, EXTRA_CHATS, Generation, Target, check_conformance, compare_renderings, failed_path, generation_sample,
-    greedy_reply, judge_generations, loop_period, parse_go_template, parse_modelfile, render_like_llama_cpp, token_limit,
-    write_conformance,
+    CHECKS, EXTRA_CHATS, STOP_PROB, Generation, Target, check_conformance, compare_renderings, failed_path,
+    generation_sample, greedy_reply, judge_generations, loop_period, parse_go_template, parse_modelfile,
+    render_like_llama_cpp, score_run_ons, token_limit, write_conformance,
 )
 from rulebound.export.gguf import read_metadata
 from rulebound.export.ollama import go_template, probe_chat_template, write_modelfile
@@ -63,6 +64,23 @@ def test_judge_generations_passes_stops_and_loops():
 def test_judge_generations_catches_leaks_and_run_on(reply, needle):
     result = judge_generations("f.gguf", CHATS[:1], [reply], limit=256, template_ids=TEMPLATE_IDS)
     assert not result["passed"] and needle in result["detail"] and "Please say hi." in result["detail"]
+
+
+def test_judge_generations_run_on_is_the_models_own_only_where_the_hf_model_would_not_stop():
+    ramble = Generation(list(range(3, 259)), "rambling on", stop_token=None)
+    stops = Generation([10, 11], "Hi.", stop_token=2)
+    own = judge_generations("f.gguf", CHATS[:2], [stops, replace(ramble, reference_stop=0.04)], limit=256,
+                            template_ids=TEMPLATE_IDS)
+    assert own["passed"], own
+    assert "1 of 2 greedy replies stopped" in own["detail"] and "1 ran on to the limit as the HF model does too" \
+        in own["detail"] and "p 0.04" in own["detail"]
+    fault = judge_generations("f.gguf", CHATS[:2], [stops, replace(ramble, reference_stop=0.97)], limit=256,
+                              template_ids=TEMPLATE_IDS)
+    assert not fault["passed"] and "ends its turn (p 0.97" in fault["detail"] and "Please name a colour." \
+        in fault["detail"]
+    edge = judge_generations("f.gguf", CHATS[:1], [replace(ramble, reference_stop=STOP_PROB)], limit=256,
+                             template_ids=TEMPLATE_IDS)
+    assert not edge["passed"]
 
 
 def test_compare_renderings_names_the_first_chat_that_differs():
@@ -160,6 +178,29 @@ def test_greedy_reply_is_the_evaluations_reply(sound_gguf, embedded_model_dir):
     prompts = render_like_llama_cpp(meta["chat_template"], chats, bos=meta["bos_token"], eos=meta["eos_token"])
     got = [greedy_reply(llm, p, limit=12).text.strip() for p in prompts]
     assert got == expected
+
+
+def test_run_on_is_scored_by_the_hf_model(sound_gguf, embedded_model_dir):
+    """A reply cut mid-answer (limit 6) is one the HF model would go on with: the model's own, it passes. The same
+    chat's complete reply with its end token withheld is one the HF model ends right there: the file's fault."""
+    from rulebound.generate import open_gguf
+
+    meta = read_metadata(sound_gguf.gguf)
+    prompt = render_like_llama_cpp(meta["chat_template"], CHATS[:1], bos=meta["bos_token"],
+                                   eos=meta["eos_token"])[0]
+    llm = open_gguf(sound_gguf.gguf, n_ctx=512, n_threads=2, n_threads_batch=2)
+    cut, whole = greedy_reply(llm, prompt, limit=6), greedy_reply(llm, prompt, limit=256)
+    llm.close()
+    assert cut.stop_token is None and whole.stop_token is not None, (cut, whole)
+    withheld = replace(whole, stop_token=None)
+    unscored = Target(file=sound_gguf.file, gguf=sound_gguf.gguf)
+    assert score_run_ons(unscored, [cut]) == [cut]  # no HF model named: left for the judge to fail
+    target = replace(unscored, reference=str(embedded_model_dir))
+    scored_cut, scored_whole = score_run_ons(target, [cut, withheld])
+    assert scored_cut.reference_stop < STOP_PROB < scored_whole.reference_stop, (scored_cut, scored_whole)
+    assert judge_generations(target.file, CHATS[:1], [scored_cut], limit=6, template_ids=TEMPLATE_IDS)["passed"]
+    assert not judge_generations(target.file, CHATS[:1], [scored_whole], limit=256,
+                                 template_ids=TEMPLATE_IDS)["passed"]
 
 
 def test_broken_template_is_caught(sound_gguf, embedded_model_dir, tmp_path):

@@ -11,7 +11,9 @@ Per GGUF (F16, every quant, the LoRA GGUF on its base GGUF) and per check, one r
   (same id, same text), and llama.cpp treats it as end of generation;
 - ``generation``: greedy decoding of every evaluation chat (as the GGUF evaluation decodes: temperature 0,
   top-k 1) stops on an end-of-generation token within a generous limit, and no template token
-  (``<|im_start|>``, ``<|im_end|>``, BOS, EOS) appears among the generated tokens or in their text;
+  (``<|im_start|>``, ``<|im_end|>``, BOS, EOS) appears among the generated tokens or in their text. A reply
+  that runs to the limit is the model's own when the HF model it was exported from, fed the same tokens, never
+  gives an end-of-generation token ``STOP_PROB`` or more along it: it would not have stopped there either;
 - ``modelfile_template`` / ``modelfile_stop``: the Ollama Modelfile next to the file names it (FROM, and
   ADAPTER for the LoRA), its TEMPLATE and SYSTEM, read back, format those chats as the GGUF's template
   does, and its stop parameters hold the end-of-turn and EOS tokens, each a special token of the GGUF.
@@ -64,6 +66,14 @@ MIN_TOKEN_LIMIT, LIMIT_PER_EVAL_TOKEN = 1024, 4
 # A reply whose last MIN_LOOP_REPEATS periods repeat exactly is cut there and reported as a loop, not as a failure;
 # an export fault shows as template tokens generated after the turn (leaked), which fails.
 MAX_LOOP_PERIOD, MIN_LOOP_REPEATS, MIN_LOOP_SPAN = 128, 3, 48
+# A small model can also ramble on without looping: SmolLM2-135M-Instruct's Q4_K_M, trained two smoke steps, writes
+# 1024 tokens on "Did Albert Einstein fail math in school?" (the smoke run, measured; its F16 loops instead, and
+# the merged HF model, fed that reply, gives its end tokens at most p 0.001 along it). Such a reply is judged against the HF model it was exported from, fed the prompt and
+# the reply (one forward pass): if at no position its end-of-generation tokens reach STOP_PROB, greedy HF decoding
+# along that path would not have stopped either, and the run-on is the model's. If they do, the file failed to
+# stop where its model stops: that fails. STOP_PROB 0.5 makes the end token the HF model's certain greedy choice.
+STOP_PROB = 0.5
+REFERENCE_FP32_BYTES = 4 * 2**30
 SYSTEM_CHAT = [{"role": "system", "content": "You are a concise assistant. Answer in one sentence."},
                {"role": "user", "content": "Please tell me what a rainbow is."}]
 MULTI_TURN_CHAT = [{"role": "system", "content": "You are a concise assistant."},
@@ -81,6 +91,8 @@ class Target:
     gguf: str
     lora: str | None = None
     modelfile: str | None = None
+    reference: str | None = None  # the HF model folder the file was exported from (merged, or the LoRA's base)
+    reference_adapter: str | None = None  # the PEFT adapter on ``reference`` (the LoRA GGUF's)
 
     @classmethod
     def from_mapping(cls, entry) -> "Target":
@@ -95,6 +107,8 @@ class Generation:
     text: str  # special tokens rendered, so that a leaked <|im_start|> shows
     stop_token: int | None  # the end-of-generation token it stopped on; None: it did not stop
     loop_period: int | None = None  # it was cut as a repetition loop of this many tokens
+    prompt_tokens: tuple[int, ...] = ()  # the prompt as llama.cpp tokenized it
+    reference_stop: float | None = None  # a run-on reply: the HF model's highest end-of-generation probability on it
 
 
 def token_limit(max_new_tokens: int | None) -> int:
@@ -231,14 +245,55 @@ def greedy_reply(llm, prompt: str, *, limit: int, added_special: bool = True) ->
         if len(tokens) >= limit or period:
             break
     text = llm.detokenize(tokens, special=True).decode("utf-8", errors="replace")
-    return Generation(tokens, text, stop, period)
+    return Generation(tokens, text, stop, period, prompt_tokens=tuple(ids))
+
+
+def reference_stop_probs(model, stop_ids: list[int], prompt: list[int], reply: list[int]) -> list[float]:
+    """For each position after the prompt (before each reply token, and after the last), the probability that
+    ``model`` (an HF causal LM) puts on its end-of-generation tokens ``stop_ids``: one teacher-forced pass."""
+    import torch
+
+    ids = torch.tensor([list(prompt) + list(reply)], device=model.device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1:].float()
+    return torch.softmax(logits, dim=-1)[:, stop_ids].sum(dim=-1).tolist()
+
+
+def score_run_ons(target: Target, replies: list[Generation]) -> list[Generation]:
+    """``replies`` with ``reference_stop`` set on each that ran to the limit, from the HF model the file was
+    exported from (loaded only when a reply ran on). No reference named: left unset, and such a reply fails."""
+    ran_on = [i for i, g in enumerate(replies) if g.stop_token is None and not g.loop_period]
+    if not ran_on or not target.reference:
+        return replies
+    import torch
+
+    from rulebound.generate import load_hf_model, stop_ids
+
+    # fp32 is exact; a model whose weights pass REFERENCE_FP32_BYTES (a 3B and up) loads in bf16, half the memory
+    # on a CPU node, which moves the end-token probabilities far less than STOP_PROB's margin.
+    size = sum(f.stat().st_size for f in Path(target.reference).glob("*.safetensors"))
+    dtype = torch.float32 if size <= REFERENCE_FP32_BYTES else torch.bfloat16
+    model, tokenizer = load_hf_model(target.reference, target.reference_adapter, dtype=dtype)
+    ids = stop_ids(model, tokenizer)
+    out = list(replies)
+    for i in ran_on:
+        probs = reference_stop_probs(model, ids, replies[i].prompt_tokens, replies[i].tokens)
+        out[i] = replace(replies[i], reference_stop=max(probs))
+    log.info("%s: %d replies ran to the limit; the HF model %s%s, fed them, gives its end tokens at most %s",
+             target.file, len(ran_on), target.reference, f" + {target.reference_adapter}" if target.reference_adapter
+             else "", ", ".join(f"{out[i].reference_stop:.3f}" for i in ran_on))
+    del model
+    return out
 
 
 def judge_generations(file: str, chats: list[list[dict]], replies: list[Generation], *, limit: int,
                       template_ids: dict[str, int]) -> dict:
-    """Every reply must stop on an end-of-generation token within ``limit`` (or end in the model's own repetition
-    loop, counted in the detail) and hold no template token."""
+    """Every reply must stop on an end-of-generation token within ``limit``, or end in the model's own repetition
+    loop, or run on where the HF model would not stop either (``reference_stop`` below ``STOP_PROB``); both are
+    counted in the detail. No reply may hold a template token."""
     ran_on = [i for i, g in enumerate(replies) if g.stop_token is None and not g.loop_period]
+    own = [i for i in ran_on if replies[i].reference_stop is not None and replies[i].reference_stop < STOP_PROB]
+    ran_on = [i for i in ran_on if i not in own]
     loops = [i for i, g in enumerate(replies) if g.loop_period]
     leaked = {}
     for i, g in enumerate(replies):
@@ -249,21 +304,28 @@ def judge_generations(file: str, chats: list[list[dict]], replies: list[Generati
     problems = []
     if ran_on:
         i = ran_on[0]
+        g = replies[i]
+        why = ("no HF model to compare with" if g.reference_stop is None else
+               f"where the HF model it was exported from ends its turn (p {g.reference_stop:.2f} >= {STOP_PROB})")
         problems.append(f"{len(ran_on)} of {len(replies)} replies ran to the {limit}-token limit without stopping "
-                        f"or looping (first: {chat_label(chats[i])} ... {replies[i].text[-60:]!r})")
+                        f"or looping, {why} (first: {chat_label(chats[i])} ... {g.text[-60:]!r})")
     if leaked:
         i = next(iter(leaked))
         problems.append(f"{len(leaked)} of {len(replies)} replies hold template tokens {leaked[i]} "
                         f"(first: {chat_label(chats[i])} -> {replies[i].text[:80]!r})")
     if problems:
         return row(file, "generation", False, "; ".join(problems))
-    stopped = len(replies) - len(loops)
+    stopped = len(replies) - len(loops) - len(own)
     detail = (f"{stopped} of {len(replies)} greedy replies stopped at end of turn (longest {longest} tokens, limit "
               f"{limit}), none leaked a template token")
     if loops:
         i = loops[0]
         detail += (f"; {len(loops)} fell into the model's own repetition loop, cut there (first: {chat_label(chats[i])}"
                    f", period {replies[i].loop_period} tokens: {replies[i].text[-60:]!r})")
+    if own:
+        i = own[0]
+        detail += (f"; {len(own)} ran on to the limit as the HF model does too (its end tokens at most "
+                   f"p {max(replies[j].reference_stop for j in own):.2f} along them; first: {chat_label(chats[i])})")
     return row(file, "generation", True, detail)
 
 
@@ -403,6 +465,7 @@ def check_target(target: Target, tokenizer, chats: list[list[dict]], *, limit: i
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         rows.append(check_end_of_turn(target.file, meta, tokenizer,
                                       lambda i: bool(llama_cpp.llama_vocab_is_eog(vocab, i))))
+        replies = score_run_ons(target, replies)
         rows.append(judge_generations(target.file, decoded, replies, limit=limit,
                                       template_ids=template_tokens(meta)))
         llm.close()
