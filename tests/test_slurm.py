@@ -1,5 +1,11 @@
 """The smoke pipeline on a real Slurm cluster (tests/slurm/cluster.py) through profiles/slurm-a100, as users run it.
 
+The cluster builds ``SLURM_TARGETS``: the politeness experiment's summary (data, distillation, ORPO, merge, every
+GGUF and its evaluation, HF and llama.cpp) and the lipogram's GRPO evaluation (its distillation, SFT and GRPO
+from SFT): every GPU rule and the CPU rules that feed them. The rest of the smoke pipeline (truthy, the other
+lipogram runs, conformance, the report) runs the same rules on other settings; it runs locally
+(tests/test_pipeline.py), which keeps CI from scratch under its 50 minutes.
+
 Only the account and the partitions come from the environment, as the profile says. The cluster's node
 declares what the profile asks for (8 CPUs per GPU job, up to 192 GB, one A100 GRES on a dummy device), so the
 profile runs unchanged; training takes its CPU path. Needs root on Linux: the test fails, never skips, when
@@ -31,6 +37,7 @@ PROFILE_VARS = ("RULEBOUND_SLURM_ACCOUNT", "RULEBOUND_GPU_PARTITION", "RULEBOUND
 # Test-speed settings only (no resource changes): poll job states every few seconds instead of the plugin's
 # 40 s start, and keep four jobs in flight on this small machine.
 FAST = ("--jobs", "4", "--slurm-init-seconds-before-status-checks", "3")
+SLURM_TARGETS = ("results/politeness/eval/summary.csv", "results/lipogram/eval/grpo.csv")
 TIMINGS = Path(os.environ.get("RULEBOUND_SLURM_TIMINGS", "/tmp/rulebound-slurm-timings.csv"))
 
 
@@ -91,12 +98,12 @@ def sacct_jobs(cluster: SlurmCluster) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def slurm_build(cluster, tmp_path_factory) -> Path:
-    """The whole smoke pipeline, every job submitted to Slurm."""
+    """The smoke pipeline's ``SLURM_TARGETS``, every job submitted to Slurm."""
     workdir = tmp_path_factory.mktemp("slurm-pipeline")
     (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
-    workdir.joinpath(".planned").write_text("\n".join(sorted(planned_rules(workdir))))
+    workdir.joinpath(".planned").write_text("\n".join(sorted(planned_rules(workdir, *SLURM_TARGETS))))
     began = time.monotonic()
-    run_profile(workdir, slurm_env(cluster))
+    run_profile(workdir, slurm_env(cluster), *SLURM_TARGETS)
     record("smoke pipeline through Slurm", time.monotonic() - began)
     return workdir
 
@@ -133,12 +140,15 @@ def csv_outputs(workdir: Path) -> list[Path]:
 
 
 def test_outputs_equal_a_local_run(smoke_run, slurm_build):
-    """Every CSV the pipeline writes (evaluations, summaries, fidelity, training metrics) equals the local
-    smoke run's: same config, same seeds, same threads per job (Slurm jobs run the same rule code)."""
-    local = csv_outputs(smoke_run)
-    assert local and local == csv_outputs(slurm_build)
-    assert any(p.name == "summary.csv" for p in local) and any(p.parts[-2] == "eval" for p in local)
-    for rel in local:
+    """Every CSV the Slurm build wrote (evaluations, the summary, training metrics) equals the local smoke run's:
+    same config, same seeds, same threads per job (Slurm jobs run the same rule code)."""
+    ours = csv_outputs(slurm_build)
+    local = set(csv_outputs(smoke_run))
+    assert ours and set(ours) <= local, sorted(set(ours) - local)
+    names = {str(p) for p in ours}
+    assert {*SLURM_TARGETS, "results/politeness/train/metrics.csv", "results/lipogram/grpo/train/metrics.csv",
+            "results/politeness/eval/Q4_K_M.csv"} <= names, sorted(names)
+    for rel in ours:
         ours, theirs = pd.read_csv(slurm_build / rel), pd.read_csv(smoke_run / rel)
         timing = [c for c in ours.columns if TIMING_COLUMNS.search(c)]
         if rel.name == "conformance.csv":
