@@ -68,8 +68,8 @@ MIN_TOKEN_LIMIT, LIMIT_PER_EVAL_TOKEN = 1024, 4
 MAX_LOOP_PERIOD, MIN_LOOP_REPEATS, MIN_LOOP_SPAN = 128, 3, 48
 # A small model can also ramble on without looping: SmolLM2-135M-Instruct's Q4_K_M, trained two smoke steps, writes
 # 1024 tokens on "Did Albert Einstein fail math in school?" (the smoke run, measured; its F16 loops instead, and
-# the merged HF model, fed that reply, gives its end tokens at most p 0.001 along it). Such a reply is judged against the HF model it was exported from, fed the prompt and
-# the reply (one forward pass): if at no position its end-of-generation tokens reach STOP_PROB, greedy HF decoding
+# the merged HF model, fed that reply, gives its end tokens at most p 0.001 along it). Such a reply is judged
+# against the HF model it was exported from, fed the prompt and the reply (one forward pass): if at no position its end-of-generation tokens reach STOP_PROB, greedy HF decoding
 # along that path would not have stopped either, and the run-on is the model's. If they do, the file failed to
 # stop where its model stops: that fails. STOP_PROB 0.5 makes the end token the HF model's certain greedy choice.
 STOP_PROB = 0.5
@@ -269,8 +269,8 @@ def score_run_ons(target: Target, replies: list[Generation]) -> list[Generation]
 
     from rulebound.generate import load_hf_model, stop_ids
 
-    # fp32 is exact; a model whose weights pass REFERENCE_FP32_BYTES (a 3B and up) loads in bf16, half the memory
-    # on a CPU node, which moves the end-token probabilities far less than STOP_PROB's margin.
+    # fp32 as the HF evaluation loads it; a model whose weights pass REFERENCE_FP32_BYTES (a 3B and up) loads in
+    # bf16, half the memory on a CPU node (not measured against fp32 on such a model).
     size = sum(f.stat().st_size for f in Path(target.reference).glob("*.safetensors"))
     dtype = torch.float32 if size <= REFERENCE_FP32_BYTES else torch.bfloat16
     model, tokenizer = load_hf_model(target.reference, target.reference_adapter, dtype=dtype)
