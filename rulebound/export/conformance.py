@@ -67,11 +67,12 @@ MIN_TOKEN_LIMIT, LIMIT_PER_EVAL_TOKEN = 1024, 4
 # an export fault shows as template tokens generated after the turn (leaked), which fails.
 MAX_LOOP_PERIOD, MIN_LOOP_REPEATS, MIN_LOOP_SPAN = 128, 3, 48
 # A small model can also ramble on without looping: SmolLM2-135M-Instruct's Q4_K_M, trained two smoke steps, writes
-# 1024 tokens on "Did Albert Einstein fail math in school?" (the smoke run, measured; its F16 loops instead, and
-# the merged HF model, fed that reply, gives its end tokens at most p 0.001 along it). Such a reply is judged
-# against the HF model it was exported from, fed the prompt and the reply (one forward pass): if at no position its end-of-generation tokens reach STOP_PROB, greedy HF decoding
-# along that path would not have stopped either, and the run-on is the model's. If they do, the file failed to
-# stop where its model stops: that fails. STOP_PROB 0.5 makes the end token the HF model's certain greedy choice.
+# 1024 tokens on "Did Albert Einstein fail math in school?" (the smoke run, measured; its F16 loops instead, and the
+# merged HF model, fed that reply, gives its end tokens at most p 0.001 along it). Such a reply is judged against the
+# HF model it was exported from, fed the prompt and the reply (one forward pass): if at no position its end-of-
+# generation tokens reach STOP_PROB, greedy HF decoding along that path would not have stopped either, and the run-on
+# is the model's. If they do, the file failed to stop where its model stops: that fails. STOP_PROB 0.5 makes the end
+# token the HF model's certain greedy choice.
 STOP_PROB = 0.5
 REFERENCE_FP32_BYTES = 4 * 2**30
 SYSTEM_CHAT = [{"role": "system", "content": "You are a concise assistant. Answer in one sentence."},
