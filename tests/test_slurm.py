@@ -4,7 +4,7 @@ The cluster builds ``SLURM_TARGETS``: the politeness experiment's summary (data,
 GGUF and its evaluation, HF and llama.cpp) and the lipogram's GRPO evaluation (its distillation, SFT and GRPO
 from SFT): every GPU rule and the CPU rules that feed them. The rest of the smoke pipeline (truthy, the other
 lipogram runs, conformance, the report) runs the same rules on other settings; it runs locally
-(tests/test_pipeline.py), which keeps CI from scratch under its 50 minutes.
+(tests/test_pipeline.py): 471 s through Slurm instead of 692 s for the whole pipeline.
 
 Only the account and the partitions come from the environment, as the profile says. The cluster's node
 declares what the profile asks for (8 CPUs per GPU job, up to 192 GB, one A100 GRES on a dummy device), so the
