@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -330,3 +331,43 @@ def stop_server(server: RunningServer, timeout: float = 15.0) -> int:
             process.wait()
     log.info("llama-server on port %d stopped (exit %s)", server.port, process.returncode)
     return process.returncode
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rulebound.serve build``: build (or find) the cached llama-server for config.yaml's pin."""
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m rulebound.serve", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build llama-server from the pinned sdist into the cache; print its path")
+    build.add_argument("--config", default="config.yaml", help="the config whose llama_cpp pin to build")
+    build.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compile jobs")
+    build.add_argument("--cache-dir", default=None, help="default: $RULEBOUND_CACHE or ~/.cache/rulebound")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # A SIGTERM (the test suite stopping a background build) unwinds like Ctrl-C, so the temporary
+    # build folder is removed and the cache keeps either no binary or a working one.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        config = yaml.safe_load(Path(args.config).read_text())
+        pin = config["llama_cpp"]
+        binary = build_llama_server(str(pin["version"]), pin["sha256"], cache_dir=args.cache_dir, jobs=args.jobs)
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        parser.error(f"cannot read the llama_cpp pin (version, sha256) from {args.config}: {exc}")
+    except RuleboundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing was cached", file=sys.stderr)
+        return 130
+    print(binary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

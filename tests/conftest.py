@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +32,53 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu"):  # not `"gpu" in item.keywords`: keywords hold folder names too
             item.add_marker(skip)
+
+
+PREBUILD_TESTS = ("tests/test_llama_server.py",)  # the tests that need the real llama-server
+_prebuild: dict = {}
+
+
+def pytest_collection_finish(session):
+    """Start building llama-server in the background, at the lowest CPU priority, when a selected test needs it
+    and it is not cached yet.
+
+    The build (about 450 s of two cores) then runs on the cores the earlier tests leave idle instead of after
+    them; the test's own ``build_llama_server`` call waits on the build's lock and reuses its binary, or builds
+    it itself and reports the error if the background build failed. ``RULEBOUND_PREBUILD=0`` turns this off.
+    """
+    import yaml
+
+    from rulebound.export.gguf import default_cache_dir
+    from rulebound.serve import cached_llama_server
+
+    if os.environ.get("RULEBOUND_PREBUILD", "1") == "0" or session.config.option.collectonly:
+        return
+    if not any(item.nodeid.startswith(PREBUILD_TESTS) for item in session.items):
+        return
+    version = str(yaml.safe_load((REPO / "config.yaml").read_text())["llama_cpp"]["version"])
+    if cached_llama_server(version).is_file():
+        return
+    log_path = default_cache_dir() / "llama-server-prebuild.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["nice", "-n", "19", sys.executable, "-m", "rulebound.serve", "build", "--config", str(REPO / "config.yaml")]
+    with open(log_path, "wb") as log_file:
+        _prebuild["process"] = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log_file,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+    _prebuild["log"] = log_path
+    print(f"\nbuilding llama-server in the background (nice 19; log {log_path})")
+
+
+def pytest_sessionfinish(session):
+    """Stop a background llama-server build still running (the tests that needed it did not run to it)."""
+    process = _prebuild.pop("process", None)
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)  # the build and its compilers; the build removes its temp folder
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.fixture(scope="session")
