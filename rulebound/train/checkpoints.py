@@ -306,8 +306,10 @@ class RunSetup:
     def __init__(self, cfg: dict, *, run_name: str, scratch: str, checkpoint_root=None, tracker_dir=None,
                  key_inputs: dict | None = None) -> None:
         from rulebound.train.distributed import is_main_process, world_size
+        from rulebound.train.guards import avoid_cudnn_attention
         from rulebound.train.trackers import setup_tracker
 
+        avoid_cudnn_attention()
         problems = check_settings("train", cfg)
         if problems:
             raise ConfigError("; ".join(problems))
@@ -320,9 +322,10 @@ class RunSetup:
                      **setup_tracker(cfg, tracker_dir, fresh=self.resume is None, main_process=self.main)}
 
     def callbacks(self, logger, metric: str | None) -> list:
+        from rulebound.train.guards import NonFiniteGuard
         from rulebound.train.metrics import TrainingProgress
 
-        return [*self.checkpoints.callbacks(), TrainingProgress(logger, metric)]
+        return [NonFiniteGuard(), *self.checkpoints.callbacks(), TrainingProgress(logger, metric)]
 
     def train(self, trainer, planned: int):
         """``trainer.train()``, from the newest complete checkpoint where there is one (logged)."""
