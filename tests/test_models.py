@@ -63,3 +63,40 @@ def test_hub_source_offline_names_the_repo_and_what_to_do(tmp_path, monkeypatch)
     message = str(err.value)
     assert "hf:meta-llama/Llama-3.2-3B-Instruct" in message and "hf download meta-llama/Llama-3.2-3B-Instruct" in message
     assert not (tmp_path / "llama").exists()
+
+
+def test_embedded_model_is_prepared_once_per_machine_then_copied(tmp_path, monkeypatch, tiny_model_dir):
+    """The cache keeps the dequantized folder; a second workflow copies it; a half-written or stale entry
+    (no marker, another key) is prepared again. prepare_embedded is stood in by a copy of the tiny model."""
+    import shutil
+
+    from rulebound import models
+
+    calls = []
+
+    def fake_prepare(name, out_dir):
+        calls.append(name)
+        shutil.copytree(tiny_model_dir, out_dir, dirs_exist_ok=True)
+
+    monkeypatch.setenv("RULEBOUND_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "prepare_embedded", fake_prepare)
+    first, second = tmp_path / "wf1" / "model", tmp_path / "wf2" / "model"
+    prepare_model("embedded:smollm2-135m-instruct", first)
+    prepare_model("embedded:smollm2-135m-instruct", second)
+    assert calls == ["smollm2-135m-instruct"]
+    files = sorted(p.name for p in first.iterdir())
+    assert files == sorted(p.name for p in second.iterdir()) and models.CACHE_MARKER not in files
+    for name in files:
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    cached = models.cached_embedded("smollm2-135m-instruct")
+    assert cached.parent == tmp_path / "cache" / "models"
+    key = json.loads((cached / models.CACHE_MARKER).read_text())
+    assert key["gguf_sha256"] and key["transformers"] and key["format"] == models.EMBEDDED_FORMAT
+
+    (cached / models.CACHE_MARKER).unlink()  # killed before the marker: not trusted
+    prepare_model("embedded:smollm2-135m-instruct", tmp_path / "wf3" / "model")
+    assert len(calls) == 2
+    (cached / models.CACHE_MARKER).write_text(json.dumps({**key, "transformers": "0.0.1"}))  # another version
+    prepare_model("embedded:smollm2-135m-instruct", tmp_path / "wf4" / "model")
+    assert len(calls) == 3 and json.loads((cached / models.CACHE_MARKER).read_text()) == key
+    assert not list((tmp_path / "cache" / "models").glob(".*.tmp-*")), "no temporary folder is left"
