@@ -17,7 +17,7 @@ from rulebound.export.conformance import (
     render_like_llama_cpp, score_run_ons, token_limit, write_conformance,
 )
 from rulebound.export.gguf import read_metadata
-from rulebound.export.ollama import go_template, probe_chat_template, write_modelfile
+from rulebound.export.ollama import go_template, probe_chat_template, render_jinja, render_pieces, write_modelfile
 from rulebound.models import embedded_gguf_path
 
 CHATS = [[{"role": "user", "content": "Please say hi."}],
@@ -100,6 +100,23 @@ def test_go_template_reads_back_into_its_pieces():
     assert {k: v for k, v in vars(parsed).items() if k != "default_system"} == \
         {k: v for k, v in vars(pieces).items() if k != "default_system"}
     assert parse_go_template("{{ .Prompt }}") is None  # a hand-written template: not ours to read
+
+
+def test_an_empty_system_message_renders_as_the_gguf_does_and_the_older_translation_is_caught():
+    """ChatML renders an empty system message as an empty block; the older Modelfile (one block from
+    ``{{ if .System }}``) dropped it, so 6 of truthy's 40 chats rendered differently on the GPU run."""
+    from dataclasses import replace as dc_replace
+
+    template = smollm_template()
+    chat = [{"role": "system", "content": ""}, {"role": "user", "content": "How old are you?"}]
+    expected = render_jinja(template, chat, eos="<|im_end|>")
+    assert expected.startswith("<|im_start|>system\n<|im_end|>")
+    pieces = probe_chat_template(template, "<|im_end|>")
+    assert pieces.system_in_loop and render_pieces(pieces, chat) == expected
+    old = dc_replace(pieces, system_in_loop=False)
+    assert render_pieces(old, chat) != expected
+    parsed = parse_go_template(go_template(old))  # still read back, so it can be called stale
+    assert parsed is not None and not parsed.system_in_loop
 
 
 def test_parse_modelfile():

@@ -27,8 +27,10 @@ SYSTEM = {"role": "system", "content": "You are terse. Use lists."}
 U1 = {"role": "user", "content": "Please name a colour."}
 A1 = {"role": "assistant", "content": "Blue.\nAlso {{ not a template }} here."}
 U2 = {"role": "user", "content": "Another one, please: 日本 café?"}
+EMPTY_SYSTEM = {"role": "system", "content": ""}  # truthy-dpo rows with no system prompt become this
 CONVERSATIONS = {"no system": [U1], "system": [SYSTEM, U1], "multi-turn": [U1, A1, U2],
-                 "system multi-turn": [SYSTEM, U1, A1, U2, A1, U2]}
+                 "system multi-turn": [SYSTEM, U1, A1, U2, A1, U2], "empty system": [EMPTY_SYSTEM, U1],
+                 "empty system multi-turn": [EMPTY_SYSTEM, U1, A1, U2]}
 
 
 # --------------------------------------------------------------------------- a Go text/template subset
@@ -216,7 +218,10 @@ def test_go_template_renders_what_jinja_renders(templates, family):
         assert ollama_prompt(go, default_system, messages) == expected, (family, name)
     if family in ("smollm2", "qwen2.5"):  # their templates add a system prompt when the chat has none
         assert default_system and default_system in render_jinja(template, [U1])
-        assert go.startswith("{{ if .System }}")
+        # system messages are rendered where they stand, an empty one as an empty block (as ChatML does),
+        # not from `{{ if .System }}`, which skips an empty one
+        assert '{{ if eq .Role "system" }}' in go and ".System" not in go
+        assert "<|im_start|>system\n<|im_end|>" in ollama_prompt(go, default_system, [EMPTY_SYSTEM, U1])
     else:  # Llama 3 always emits a (date-stamped) system block, empty or not
         assert default_system == "" and go.startswith("<|start_header_id|>system<|end_header_id|>")
 

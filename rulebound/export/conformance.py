@@ -365,15 +365,17 @@ PIECES = [f.name for f in fields(TemplatePieces) if f.type in ("str", str) and f
 def parse_go_template(text: str) -> TemplatePieces | None:
     """The per-role pieces of a TEMPLATE of the shape ``rulebound.export.ollama.go_template`` writes; None if
     it has another shape (written by hand), in which case it cannot be checked here."""
-    for always in (False, True):
+    # (system_always, system_in_loop): ChatML-like today, Llama 3, and the older ChatML-like translation
+    for always, in_loop in ((False, True), (True, False), (False, False)):
         marks = {name: f"\x00{i}\x00" for i, name in enumerate(PIECES)}
-        skeleton = go_template(TemplatePieces(**marks, default_system="", system_always=always))
+        skeleton = go_template(TemplatePieces(**marks, default_system="", system_always=always,
+                                              system_in_loop=in_loop))
         pattern = re.escape(skeleton)
         for name, mark in marks.items():
             pattern = pattern.replace(re.escape(mark), f"(?P<{name}>.*?)", 1)
         m = re.fullmatch(pattern, text, flags=re.S)
         if m:
-            return TemplatePieces(**m.groupdict(), default_system="", system_always=always)
+            return TemplatePieces(**m.groupdict(), default_system="", system_always=always, system_in_loop=in_loop)
     return None
 
 

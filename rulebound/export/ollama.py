@@ -49,6 +49,10 @@ class TemplatePieces:
     generation_prompt: str
     default_system: str  # what the template uses when the chat has no system message ("" if nothing)
     system_always: bool  # the template emits an empty system block when the chat has none (Llama 3)
+    # System messages are rendered where they stand in the chat, empty ones too (ChatML renders an empty
+    # system message as an empty block). False: the older translation, one block from ``.System`` at the
+    # top and only when it is non-empty; it is still read back so that conformance can call it stale.
+    system_in_loop: bool = True
 
 
 def render_jinja(template: str, messages: list[dict], *, add_generation_prompt: bool = True, eos: str = "") -> str:
@@ -113,24 +117,30 @@ def probe_chat_template(template: str, eos: str = "") -> TemplatePieces:
             "rulebound translates templates that wrap every message in fixed text per role (ChatML, Llama 3); "
             f"write the Modelfile's TEMPLATE by hand for this model. Template starts: {template[:120]!r}"
         ) from exc
+    always = bool(head) and not default_system
     return TemplatePieces(system_prefix, system_suffix, user_prefix, user_suffix, assistant_prefix,
-                          assistant_suffix, generation_prompt, default_system,
-                          system_always=bool(head) and not default_system)
+                          assistant_suffix, generation_prompt, default_system, system_always=always,
+                          system_in_loop=not always)
 
 
 def render_pieces(pieces: TemplatePieces, messages: list[dict]) -> str:
     """What Ollama sends the model for ``messages`` through ``go_template(pieces)`` with SYSTEM set.
 
     Mirrors Ollama: SYSTEM is prepended as a message when the chat has none, ``.System`` is all system
-    messages joined by a blank line, and an assistant message at the end is left open (continued).
+    messages joined by a blank line, ``.Messages`` holds every message (system ones too), and an assistant
+    message at the end is left open (continued).
     """
     if pieces.default_system and (not messages or messages[0]["role"] != "system"):
         messages = [{"role": "system", "content": pieces.default_system}, *messages]
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    out = [pieces.system_prefix, system, pieces.system_suffix] if system or pieces.system_always else []
+    out = []
+    if not pieces.system_in_loop and (system or pieces.system_always):
+        out = [pieces.system_prefix, system, pieces.system_suffix]
     for i, message in enumerate(messages):
         last = i == len(messages) - 1
-        if message["role"] == "user":
+        if message["role"] == "system" and pieces.system_in_loop:
+            out += [pieces.system_prefix, message["content"], pieces.system_suffix]
+        elif message["role"] == "user":
             out += [pieces.user_prefix, message["content"], pieces.user_suffix, pieces.generation_prompt if last else ""]
         elif message["role"] == "assistant":
             out += [pieces.assistant_prefix, message["content"], "" if last else pieces.assistant_suffix]
@@ -162,17 +172,22 @@ def _literal(text: str) -> str:
 def go_template(pieces: TemplatePieces) -> str:
     """The Ollama (Go text/template) equivalent of the probed chat template."""
     p = {k: _literal(v) for k, v in vars(pieces).items() if isinstance(v, str)}
-    system = f"{p['system_prefix']}{{{{ .System }}}}{p['system_suffix']}"
-    if not pieces.system_always:
-        system = f"{{{{ if .System }}}}{system}{{{{ end }}}}"
+    head, in_loop = "", ""
+    if pieces.system_in_loop:
+        in_loop = f'{{{{ if eq .Role "system" }}}}{p["system_prefix"]}{{{{ .Content }}}}{p["system_suffix"]}{{{{ else }}}}'
+    else:
+        head = f"{p['system_prefix']}{{{{ .System }}}}{p['system_suffix']}"
+        if not pieces.system_always:
+            head = f"{{{{ if .System }}}}{head}{{{{ end }}}}"
     return (
-        f"{system}"
+        f"{head}"
         "{{ range $i, $_ := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}"
+        f"{in_loop}"
         f'{{{{ if eq .Role "user" }}}}{p["user_prefix"]}{{{{ .Content }}}}{p["user_suffix"]}'
         f"{{{{ if $last }}}}{p['generation_prompt']}{{{{ end }}}}"
         f'{{{{ else if eq .Role "assistant" }}}}{p["assistant_prefix"]}{{{{ .Content }}}}'
         f"{{{{ if not $last }}}}{p['assistant_suffix']}{{{{ end }}}}"
-        "{{ end }}{{ end }}"
+        "{{ end }}" + ("{{ end }}" if in_loop else "") + "{{ end }}"
     )
 
 
