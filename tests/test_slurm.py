@@ -15,10 +15,15 @@ the cluster cannot start.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import yaml
 
 import pandas as pd
 import pytest
@@ -210,3 +215,58 @@ def test_refused_partition_is_one_clear_error(cluster, tmp_path):
     assert_refused_before_any_job(
         cluster, proc, "Slurm has no partition 'a100q'; this cluster's partitions are cpu, gpu",
         "Set RULEBOUND_GPU_PARTITION to one of them", jobs_before=before)
+
+
+# --- a job over its time limit: retried by the profile, resumed from its checkpoint ---------------------------
+
+# ORPO on the tiny random Llama (tests/test_checkpoints.py's run) long enough to outlive a one-minute limit
+# with checkpoints well before it; the retry's limit is the profile's.
+TIMELIMIT_STEPS = 3000
+FIRST_ATTEMPT_RUNTIME = "1 if attempt == 1 else 240 * attempt"  # minutes; Slurm's smallest limit is 1 min
+
+
+def overlay_profile(folder: Path) -> Path:
+    """profiles/slurm-a100 unchanged but for train_orpo's first-attempt runtime: one minute."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    profile["set-resources"]["train_orpo"]["runtime"] = FIRST_ATTEMPT_RUNTIME
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return folder
+
+
+def test_a_job_over_its_time_limit_is_retried_and_resumes(cluster, tmp_path, tiny_model_dir):
+    """train_orpo's first attempt gets a one-minute limit; Slurm stops it (TIMEOUT) after its first
+    checkpoints, the profile's ``retries`` resubmits it with the profile's runtime, and the new job resumes:
+    the log says ``resumed from step N of M`` and metrics.csv has every step exactly once."""
+    from test_checkpoints import KILL_CFG, PAIRS, SNAKEFILE
+
+    settings = {**KILL_CFG, "max_steps": TIMELIMIT_STEPS, "save_steps": 100, "save_total_limit": 1}
+    train = tmp_path / "train.parquet"
+    pd.DataFrame(PAIRS).to_parquet(train, index=False)
+    (tmp_path / "config.yaml").write_text(json.dumps({"model": str(tiny_model_dir), "train": str(train),
+                                                      "settings": settings}))
+    (tmp_path / "Snakefile").write_text(SNAKEFILE % REPO)
+    profile = overlay_profile(tmp_path / "profile")
+    before = {j["JobID"] for j in sacct_jobs(cluster)}
+    env = {**os.environ, **slurm_env(cluster), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    began = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", str(profile), *FAST],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    record("time-limit retry and resume through Slurm", time.monotonic() - began)
+    log_text = (tmp_path / "logs/train_orpo/politeness.log").read_text() if \
+        (tmp_path / "logs/train_orpo/politeness.log").exists() else ""
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}\n--- log\n{log_text[-3000:]}"
+
+    jobs = sorted((j for j in sacct_jobs(cluster) if j["JobID"] not in before and j["rule"] == "train_orpo"),
+                  key=lambda j: int(j["JobID"]))
+    assert [j["State"] for j in jobs] == ["TIMEOUT", "COMPLETED"], jobs
+    resumed = [line for line in log_text.splitlines() if "resumed from step" in line]
+    assert resumed, log_text[-3000:]
+    step = int(re.search(rf"resumed from step (\d+) of {TIMELIMIT_STEPS}", resumed[-1]).group(1))
+    assert 0 < step < TIMELIMIT_STEPS and step % settings["save_steps"] == 0, resumed[-1]
+    metrics = pd.read_csv(tmp_path / "results/politeness/train/metrics.csv")
+    assert metrics["step"].tolist() == list(range(1, TIMELIMIT_STEPS + 1)), "every step exactly once"
+    assert metrics["loss"].notna().all()
+    assert (tmp_path / "results/politeness/adapter/adapter_model.safetensors").is_file()
+    assert not (tmp_path / "checkpoints").exists(), "checkpoints stay after the adapter is written"

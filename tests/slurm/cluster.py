@@ -204,7 +204,10 @@ JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=5
 InactiveLimit=0
-KillWait=5
+# A job over its time limit gets SIGTERM at once (no grace minutes) and SIGKILL 2 s later: the
+# time-limit test (tests/test_slurm.py) waits for one.
+OverTimeLimit=0
+KillWait=2
 MinJobAge=600
 NodeName={self.host} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} Gres=gpu:{GPU_TYPE}:{NODE_GPUS} State=UNKNOWN
 PartitionName=cpu Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
