@@ -96,6 +96,8 @@ def worker(opts) -> dict:
     args = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="grpo-bench-"), max_steps=steps,
         per_device_train_batch_size=opts.prompts * opts.generations, num_generations=opts.generations,
+        # explicit: Unsloth's GRPOConfig defaults it to 2 (two batches a step), which doubles its work per step
+        gradient_accumulation_steps=1,
         max_completion_length=opts.completion, temperature=1.0, beta=0.0, learning_rate=5e-6,
         lr_scheduler_type="constant", bf16=cuda, use_cpu=not cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
         logging_steps=1, save_strategy="no", report_to="none", seed=0, data_seed=0, disable_tqdm=True,
