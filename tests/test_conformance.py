@@ -14,7 +14,7 @@ from rulebound.errors import RuleboundError
 from rulebound.export.conformance import (
     CHECKS, EXTRA_CHATS, STOP_PROB, Generation, Target, check_conformance, compare_renderings, failed_path,
     generation_sample, greedy_reply, judge_generations, loop_period, parse_go_template, parse_modelfile,
-    render_like_llama_cpp, score_run_ons, token_limit, write_conformance,
+    render_like_llama_cpp, score_run_ons, template_tokens, token_limit, write_conformance,
 )
 from rulebound.export.gguf import read_metadata
 from rulebound.export.ollama import go_template, probe_chat_template, render_jinja, render_pieces, write_modelfile
@@ -81,6 +81,20 @@ def test_judge_generations_run_on_is_the_models_own_only_where_the_hf_model_woul
     edge = judge_generations("f.gguf", CHATS[:1], [replace(ramble, reference_stop=STOP_PROB)], limit=256,
                              template_ids=TEMPLATE_IDS)
     assert not edge["passed"]
+
+
+def test_a_template_token_the_hf_model_emits_too_is_the_models_own():
+    """A collapsed model that writes <|im_start|> itself (GRPO gaming a length penalty on the GPU run) is
+    reported, not called an export fault; the same leak where the HF model would not emit it fails."""
+    leak = Generation([10, 1, 12], "Hi<|im_start|>assistant", stop_token=2)
+    own = judge_generations("f.gguf", CHATS[:1], [replace(leak, reference_leak=True)], limit=256,
+                            template_ids=TEMPLATE_IDS)
+    assert own["passed"] and "1 hold template tokens as the HF model does too" in own["detail"], own
+    fault = judge_generations("f.gguf", CHATS[:1], [replace(leak, reference_leak=False)], limit=256,
+                              template_ids=TEMPLATE_IDS)
+    assert not fault["passed"] and "would not emit it" in fault["detail"]
+    unscored = judge_generations("f.gguf", CHATS[:1], [leak], limit=256, template_ids=TEMPLATE_IDS)
+    assert not unscored["passed"] and "would not emit it" not in unscored["detail"]
 
 
 def test_compare_renderings_names_the_first_chat_that_differs():
@@ -218,6 +232,28 @@ def test_run_on_is_scored_by_the_hf_model(sound_gguf, embedded_model_dir):
     assert judge_generations(target.file, CHATS[:1], [scored_cut], limit=6, template_ids=TEMPLATE_IDS)["passed"]
     assert not judge_generations(target.file, CHATS[:1], [scored_whole], limit=256,
                                  template_ids=TEMPLATE_IDS)["passed"]
+
+
+def test_leaks_are_scored_by_the_hf_model(sound_gguf, embedded_model_dir):
+    """The HF model, fed the file's reply, is asked what it would emit where a template token stands: after its
+    own complete turn and ``<|im_end|>\n`` it opens the next turn itself (its own <|im_start|>); in the middle of
+    an answer it would not."""
+    from rulebound.generate import open_gguf
+
+    meta = read_metadata(sound_gguf.gguf)
+    ids = template_tokens(meta)
+    prompt = render_like_llama_cpp(meta["chat_template"], CHATS[:1], bos=meta["bos_token"], eos=meta["eos_token"])[0]
+    llm = open_gguf(sound_gguf.gguf, n_ctx=512, n_threads=2, n_threads_batch=2)
+    whole = greedy_reply(llm, prompt, limit=256)
+    newline = llm.tokenize(b"\n", add_bos=False, special=False)
+    llm.close()
+    start, end = ids["<|im_start|>"], ids["<|im_end|>"]
+    after_turn = replace(whole, tokens=[*whole.tokens, end, *newline, start], stop_token=None)
+    mid_answer = replace(whole, tokens=[whole.tokens[0], start], stop_token=end)
+    target = Target(file=sound_gguf.file, gguf=sound_gguf.gguf, reference=str(embedded_model_dir))
+    scored_turn, scored_mid = score_run_ons(target, [after_turn, mid_answer], ids)
+    assert scored_turn.reference_leak is True and scored_mid.reference_leak is False, (scored_turn, scored_mid)
+    assert score_run_ons(replace(target, reference=None), [mid_answer], ids)[0].reference_leak is None
 
 
 def test_broken_template_is_caught(sound_gguf, embedded_model_dir, tmp_path):

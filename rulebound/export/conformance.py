@@ -110,6 +110,8 @@ class Generation:
     loop_period: int | None = None  # it was cut as a repetition loop of this many tokens
     prompt_tokens: tuple[int, ...] = ()  # the prompt as llama.cpp tokenized it
     reference_stop: float | None = None  # a run-on reply: the HF model's highest end-of-generation probability on it
+    # a reply holding a template token: whether the HF model's own greedy choice at its first one is that token too
+    reference_leak: bool | None = None
 
 
 def token_limit(max_new_tokens: int | None) -> int:
@@ -260,11 +262,21 @@ def reference_stop_probs(model, stop_ids: list[int], prompt: list[int], reply: l
     return torch.softmax(logits, dim=-1)[:, stop_ids].sum(dim=-1).tolist()
 
 
-def score_run_ons(target: Target, replies: list[Generation]) -> list[Generation]:
-    """``replies`` with ``reference_stop`` set on each that ran to the limit, from the HF model the file was
-    exported from (loaded only when a reply ran on). No reference named: left unset, and such a reply fails."""
+def first_leak(reply: Generation, template_ids: dict[str, int]) -> int | None:
+    """Where the first template token id sits among ``reply``'s tokens (None: no token-id leak)."""
+    ids = set(template_ids.values())
+    return next((k for k, t in enumerate(reply.tokens) if t in ids), None)
+
+
+def score_run_ons(target: Target, replies: list[Generation],
+                  template_ids: dict[str, int] | None = None) -> list[Generation]:
+    """``replies`` scored against the HF model the file was exported from (loaded only when needed): on each
+    that ran to the limit ``reference_stop``; on each holding a template token (with ``template_ids``)
+    ``reference_leak``, whether the HF model, fed the same prefix, would greedily emit that token there too.
+    No reference named: left unset, and such a reply fails."""
     ran_on = [i for i, g in enumerate(replies) if g.stop_token is None and not g.loop_period]
-    if not ran_on or not target.reference:
+    leaks = {i: k for i, g in enumerate(replies) if (k := first_leak(g, template_ids or {})) is not None}
+    if not (ran_on or leaks) or not target.reference:
         return replies
     import torch
 
@@ -280,27 +292,45 @@ def score_run_ons(target: Target, replies: list[Generation]) -> list[Generation]
     for i in ran_on:
         probs = reference_stop_probs(model, ids, replies[i].prompt_tokens, replies[i].tokens)
         out[i] = replace(replies[i], reference_stop=max(probs))
-    log.info("%s: %d replies ran to the limit; the HF model %s%s, fed them, gives its end tokens at most %s",
-             target.file, len(ran_on), target.reference, f" + {target.reference_adapter}" if target.reference_adapter
-             else "", ", ".join(f"{out[i].reference_stop:.3f}" for i in ran_on))
+    if ran_on:
+        log.info("%s: %d replies ran to the limit; the HF model %s%s, fed them, gives its end tokens at most %s",
+                 target.file, len(ran_on), target.reference,
+                 f" + {target.reference_adapter}" if target.reference_adapter else "",
+                 ", ".join(f"{out[i].reference_stop:.3f}" for i in ran_on))
+    for i, k in leaks.items():
+        out[i] = replace(out[i], reference_leak=reference_greedy_token(model, replies[i].prompt_tokens,
+                                                                       replies[i].tokens[:k]) == replies[i].tokens[k])
+    if leaks:
+        log.info("%s: %d replies hold a template token; the HF model's greedy choice there is the same in %d",
+                 target.file, len(leaks), sum(bool(out[i].reference_leak) for i in leaks))
     del model
     return out
+
+
+def reference_greedy_token(model, prompt: list[int], prefix: list[int]) -> int:
+    """The token ``model`` (an HF causal LM) would greedily emit after ``prompt`` + ``prefix``."""
+    import torch
+
+    ids = torch.tensor([list(prompt) + list(prefix)], device=model.device)
+    with torch.no_grad():
+        return int(model(input_ids=ids).logits[0, -1].argmax())
 
 
 def judge_generations(file: str, chats: list[list[dict]], replies: list[Generation], *, limit: int,
                       template_ids: dict[str, int]) -> dict:
     """Every reply must stop on an end-of-generation token within ``limit``, or end in the model's own repetition
     loop, or run on where the HF model would not stop either (``reference_stop`` below ``STOP_PROB``); both are
-    counted in the detail. No reply may hold a template token."""
+    counted in the detail. No reply may hold a template token, unless the HF model's own greedy choice at the
+    first one is that token (``reference_leak``): then the model writes it, not the file, and the detail says so."""
     ran_on = [i for i, g in enumerate(replies) if g.stop_token is None and not g.loop_period]
     own = [i for i in ran_on if replies[i].reference_stop is not None and replies[i].reference_stop < STOP_PROB]
     ran_on = [i for i in ran_on if i not in own]
     loops = [i for i, g in enumerate(replies) if g.loop_period]
-    leaked = {}
+    leaked, own_leaks = {}, {}
     for i, g in enumerate(replies):
         found = sorted({t for t, tid in template_ids.items() if tid in g.tokens or t in g.text})
         if found:
-            leaked[i] = found
+            (own_leaks if g.reference_leak else leaked)[i] = found
     longest = max((len(g.tokens) for g in replies if g.stop_token is not None), default=0)
     problems = []
     if ran_on:
@@ -312,13 +342,18 @@ def judge_generations(file: str, chats: list[list[dict]], replies: list[Generati
                         f"or looping, {why} (first: {chat_label(chats[i])} ... {g.text[-60:]!r})")
     if leaked:
         i = next(iter(leaked))
-        problems.append(f"{len(leaked)} of {len(replies)} replies hold template tokens {leaked[i]} "
+        why = ("" if replies[i].reference_leak is None else
+               ", where the HF model it was exported from would not emit it")
+        problems.append(f"{len(leaked)} of {len(replies)} replies hold template tokens {leaked[i]}{why} "
                         f"(first: {chat_label(chats[i])} -> {replies[i].text[:80]!r})")
     if problems:
         return row(file, "generation", False, "; ".join(problems))
     stopped = len(replies) - len(loops) - len(own)
     detail = (f"{stopped} of {len(replies)} greedy replies stopped at end of turn (longest {longest} tokens, limit "
-              f"{limit}), none leaked a template token")
+              f"{limit}), " + ("none leaked a template token" if not own_leaks else
+                               f"{len(own_leaks)} hold template tokens as the HF model does too (the model's own "
+                               f"behaviour, not the file's; first: {chat_label(chats[next(iter(own_leaks))])} -> "
+                               f"{replies[next(iter(own_leaks))].text[:60]!r})"))
     if loops:
         i = loops[0]
         detail += (f"; {len(loops)} fell into the model's own repetition loop, cut there (first: {chat_label(chats[i])}"
@@ -468,9 +503,9 @@ def check_target(target: Target, tokenizer, chats: list[list[dict]], *, limit: i
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         rows.append(check_end_of_turn(target.file, meta, tokenizer,
                                       lambda i: bool(llama_cpp.llama_vocab_is_eog(vocab, i))))
-        replies = score_run_ons(target, replies)
-        rows.append(judge_generations(target.file, decoded, replies, limit=limit,
-                                      template_ids=template_tokens(meta)))
+        template_ids = template_tokens(meta)
+        replies = score_run_ons(target, replies, template_ids)
+        rows.append(judge_generations(target.file, decoded, replies, limit=limit, template_ids=template_ids))
         llm.close()
     else:
         rows += [row(target.file, c, False, "not checked: the GGUF has no chat template")
