@@ -350,21 +350,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--cache-dir", default=None, help="default: $RULEBOUND_CACHE or ~/.cache/rulebound")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # A SIGTERM (the test suite stopping a background build) unwinds like Ctrl-C, so the temporary
-    # build folder is removed and the cache keeps either no binary or a working one.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        config = yaml.safe_load(Path(args.config).read_text())
-        pin = config["llama_cpp"]
-        binary = build_llama_server(str(pin["version"]), pin["sha256"], cache_dir=args.cache_dir, jobs=args.jobs)
+        pin = yaml.safe_load(Path(args.config).read_text())["llama_cpp"]
+        version, sha256 = str(pin["version"]), pin["sha256"]
     except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
         parser.error(f"cannot read the llama_cpp pin (version, sha256) from {args.config}: {exc}")
+    # A SIGTERM (the test suite stopping a background build) unwinds like Ctrl-C, so the temporary
+    # build folder is removed and the cache keeps either no binary or a working one.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        binary = build_llama_server(version, sha256, cache_dir=args.cache_dir, jobs=args.jobs)
     except RuleboundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; nothing was cached", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(binary)
     return 0
 

@@ -79,6 +79,23 @@ def test_cached_binary_is_reused_without_building(tmp_path, fake_binary, monkeyp
     assert serve.build_llama_server("9.9.9", "0" * 64, cache_dir=tmp_path) == cached
 
 
+def test_build_command_prints_the_cached_binary_and_names_a_bad_config(tmp_path, monkeypatch, capsys):
+    """``python -m rulebound.serve build`` (what the test suite starts in the background)."""
+    cached = serve.cached_llama_server("9.9.9", tmp_path / "cache")
+    cached.parent.mkdir(parents=True)
+    cached.write_text("#!/bin/sh\necho version: fake\n")
+    cached.chmod(0o755)
+    monkeypatch.setattr(serve, "sdist_tarball", lambda *a, **k: pytest.fail("a cached binary must not refetch"))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llama_cpp:\n  version: '9.9.9'\n  sha256: {'0' * 64}\n")
+    assert serve.main(["build", "--config", str(config), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().out.strip() == str(cached)
+    config.write_text("models: {}\n")
+    with pytest.raises(SystemExit) as exc:
+        serve.main(["build", "--config", str(config)])
+    assert exc.value.code == 2 and "cannot read the llama_cpp pin" in capsys.readouterr().err
+
+
 def test_missing_cmake_is_named_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.delenv("CXX", raising=False)
