@@ -187,12 +187,9 @@ def embedded_key(name: str) -> dict:
     and rebuilds the tokenizer) and this module's output format."""
     from transformers import __version__ as transformers_version
 
-    gguf_path = embedded_gguf_path(name)
-    digest = hashlib.sha256()
-    with open(gguf_path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return {"name": name, "gguf_sha256": digest.hexdigest(), "transformers": transformers_version,
+    from rulebound.export.gguf import sha256_file
+
+    return {"name": name, "gguf_sha256": sha256_file(embedded_gguf_path(name)), "transformers": transformers_version,
             "format": EMBEDDED_FORMAT}
 
 
